@@ -1,0 +1,132 @@
+"""SQL over loopback HTTP for the one process that holds the embedded ClickHouse.
+
+The holder writes `<chdb dir>.endpoint.json` (port, pid, token; mode 0600). `open_reader` finds a
+live endpoint and sends queries there; with none, it opens the database itself.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+
+from infra.clickhouse import Database, connect, embedded_dir, is_embedded
+from topics.errors import InfraError, PermanentError
+
+_encoder = msgspec.json.Encoder(enc_hook=str)  # datetimes, decimals, UUIDs as text
+
+
+class Reader(Protocol):
+    def query(self, sql: str) -> tuple[list[str], list[Any]]: ...
+
+
+def endpoint_file(dsn: str) -> Path:
+    directory = embedded_dir(dsn)
+    return directory.with_name(directory.name + ".endpoint.json")
+
+
+class QueryServer:
+    def __init__(self, database: Database, dsn: str) -> None:
+        self.database = database
+        self.file = endpoint_file(dsn)
+        self.token = secrets.token_hex(16)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if self.headers.get("X-Pointsman-Token") != server.token:
+                    self._reply(403, {"error": "bad token"})
+                    return
+                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                try:
+                    columns, rows = server.database.query(sql)
+                    self._reply(200, {"columns": columns, "rows": rows})
+                except PermanentError as exc:
+                    self._reply(400, {"error": str(exc)})
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                payload = _encoder.encode(body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *_args: Any) -> None:  # queries are not logged
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def start(self) -> QueryServer:
+        self._thread.start()
+        port = self._http.server_address[1]
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"port": port, "pid": os.getpid(), "token": self.token}, f)
+        return self
+
+    def stop(self) -> None:
+        self.file.unlink(missing_ok=True)
+        self._http.shutdown()
+        self._http.server_close()
+
+
+@dataclass(frozen=True)
+class RemoteReader:
+    port: int
+    token: str
+
+    def query(self, sql: str) -> tuple[list[str], list[Any]]:
+        try:
+            response = httpx.post(
+                f"http://127.0.0.1:{self.port}/", content=sql.encode(),
+                headers={"X-Pointsman-Token": self.token}, timeout=120,
+            )
+        except httpx.TransportError as exc:
+            raise InfraError(f"query endpoint not reachable: {exc}") from None
+        body = response.json()
+        if response.status_code != 200:
+            raise PermanentError(body.get("error", response.text))
+        return body["columns"], body["rows"]
+
+
+def open_reader(dsn: str) -> Reader:
+    if is_embedded(dsn):
+        live = _live_endpoint(endpoint_file(dsn))
+        if live is not None:
+            return live
+    return Database(connect(dsn))
+
+
+def _live_endpoint(file: Path) -> RemoteReader | None:
+    try:
+        info = json.loads(file.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None  # no file, or its process is gone
+    return RemoteReader(int(info["port"]), str(info["token"]))
+
+
+def wait_for_endpoint(dsn: str, timeout_s: float = 60.0) -> Reader:
+    """The running pipeline's reader; never opens the embedded database itself (that would take
+    the lock the sink needs)."""
+    if not is_embedded(dsn):
+        return Database(connect(dsn))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        live = _live_endpoint(endpoint_file(dsn))
+        if live is not None:
+            return live
+        time.sleep(0.2)
+    raise InfraError(f"no query endpoint for {embedded_dir(dsn)} after {timeout_s:.0f}s: is the sink running?")

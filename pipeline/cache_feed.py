@@ -1,0 +1,81 @@
+"""Feeds every result on the results topic into the router's caches.
+
+Each router process reads *all* partitions of the results topic (no consumer group), starting
+from one cache TTL ago, so a restarted or newly added router starts with a warm cache and
+adding routers never lowers the hit rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+
+from topics.codec import decode
+from topics.errors import InvalidMessage
+from topics.schemas import Result
+
+log = logging.getLogger(__name__)
+
+
+class ResultsFeed:
+    def __init__(
+        self, bootstrap: str, topic: str, on_result: Callable[[Result], None], *, lookback_s: float
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._on_result = on_result
+        self._lookback_s = lookback_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="results-feed", daemon=True)
+        self.caught_up = threading.Event()
+        self.seen = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        consumer = Consumer({
+            "bootstrap.servers": self._bootstrap,
+            "group.id": "pointsman-results-feed-unused",  # required by librdkafka; never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        })
+        try:
+            partitions = consumer.list_topics(self._topic, timeout=30).topics[self._topic].partitions
+            since_ms = int((time.time() - self._lookback_s) * 1000)
+            wanted = [TopicPartition(self._topic, p, since_ms) for p in partitions]
+            starts = consumer.offsets_for_times(wanted, timeout=30)
+            # a partition with nothing newer than `since` answers -1: start at its end
+            consumer.assign([
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                for tp in starts
+            ])
+            at_eof: set[int] = set()
+            while not self._stop.is_set():
+                for message in consumer.consume(1000, timeout=0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            at_eof.add(message.partition())
+                            if len(at_eof) == len(partitions):
+                                self.caught_up.set()
+                        else:
+                            log.warning("results feed: %s", error)
+                        continue
+                    try:
+                        self._on_result(decode(message.value(), Result))
+                        self.seen += 1
+                    except InvalidMessage as exc:
+                        log.warning("results feed skipped a bad result: %s", exc.reason)
+        except Exception:
+            log.exception("results feed stopped")
+        finally:
+            consumer.close()

@@ -1,0 +1,122 @@
+"""The `pointsman` command: parses arguments and calls one function. Reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import ENV_DOC, Config
+from topics.errors import PointsmanError
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = "\n".join(f"  {k:30} {v}" for k, v in ENV_DOC.items())
+    parser = argparse.ArgumentParser(
+        prog="pointsman", description="Route LLM queries from Kafka to cache, SLM or LLM.",
+        epilog=f"environment:\n{env}", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the local Kafka broker and create the topics")
+    sub.add_parser("down", help="stop the local Kafka broker (its data stays)")
+    sub.add_parser("status", help="broker and topic status")
+    run = sub.add_parser("run", help="run pipeline roles until SIGINT/SIGTERM")
+    run.add_argument("role", choices=["all", "router", "slm", "llm", "sink"])
+    produce = sub.add_parser("produce", help="send queries to the live topic")
+    produce.add_argument("text", nargs="?")
+    produce.add_argument("--file", type=Path, help="JSONL: each line sent unmodified")
+    produce.add_argument("--tenant", default="default")
+    produce.add_argument("--max-tokens", type=int, default=256)
+    produce.add_argument("--id")
+    backfill = sub.add_parser("backfill", help="send a JSONL file to the backfill lane")
+    backfill.add_argument("file", type=Path)
+    sql = sub.add_parser("sql", help="run SQL against ClickHouse")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report = sub.add_parser("report", help="per-route counts, latency, cache hits, cost")
+    report.add_argument("--json", action="store_true")
+    demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
+    demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
+    bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
+    bench.add_argument("what", choices=["router"])
+    bench.add_argument("--messages", type=int, default=100_000)
+    bench.add_argument("--json", action="store_true")
+    models = sub.add_parser("models", help="prepare the bundled SLM")
+    models.add_argument("action", choices=["prepare"])
+    models.add_argument("--fp32", action="store_true", help="skip int8 quantisation")
+    models.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = Config.from_env()
+    try:
+        return _dispatch(args, config)
+    except PointsmanError as exc:
+        print(f"pointsman: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:  # noqa: C901 - a flat switch
+    from pipeline import commands
+
+    match args.command:
+        case "up":
+            commands.up(config)
+        case "down":
+            commands.down(config)
+        case "status":
+            commands.status(config)
+        case "run":
+            commands.run(config, args.role)
+        case "produce":
+            commands.produce(config, args.text, args.file, args.tenant, args.max_tokens, args.id)
+        case "backfill":
+            commands.backfill(config, args.file)
+        case "sql":
+            columns, rows = commands.sql(config, args.query)
+            _print_rows(columns, rows, args.format)
+        case "report":
+            commands.report(config, as_json=args.json)
+        case "demo":
+            return commands.demo(config, keep_running=args.keep_running)
+        case "bench":
+            commands.bench(config, args.what, messages=args.messages, as_json=args.json)
+        case "models":
+            commands.prepare_model(config, quantize=not args.fp32, force=args.force)
+    return 0
+
+
+def _print_rows(columns: list[str], rows: list, fmt: str) -> None:
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif fmt == "json":
+        import msgspec
+
+        for row in rows:
+            line = msgspec.json.encode(dict(zip(columns, row, strict=True)), enc_hook=str)
+            sys.stdout.write(line.decode() + "\n")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(str(v) for v in row))
+        Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""What each CLI command does, as plain functions over a Config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from infra import kafka
+from pipeline.config import Config
+from topics.admin import ensure_topics
+from topics.errors import ConfigError
+
+console = Console()
+
+
+def up(config: Config) -> None:
+    status = kafka.start(config.kafka())
+    console.print(f"Kafka {status.version} running at {status.bootstrap} (pid {status.pid}, "
+                  f"data in {status.home})")
+    created = ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
+
+
+def down(config: Config) -> None:
+    stopped = kafka.stop(config.kafka())
+    console.print("Kafka stopped" if stopped else "Kafka was not running")
+
+
+def status(config: Config) -> None:
+    broker = kafka.status(config.kafka())
+    state = "running" if broker.running else "stopped"
+    console.print(f"local Kafka: {state} at {broker.bootstrap} ({broker.detail})")
+    if broker.running:
+        from confluent_kafka.admin import AdminClient
+
+        topics = AdminClient({"bootstrap.servers": config.bootstrap}).list_topics(timeout=10).topics
+        for spec in config.topics.specs(config.partitions):
+            found = topics.get(spec.name)
+            console.print(f"  {spec.name}: " +
+                          (f"{len(found.partitions)} partitions" if found else "missing"))
+
+
+def run(config: Config, role: str) -> None:
+    from pipeline.roles import ROLES, Supervisor, run_role
+
+    if role != "all":
+        run_role(role, config)
+        return
+    ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
+    supervisor = Supervisor(ROLES)
+    supervisor.start()
+    supervisor.watch()
+
+
+def produce(config: Config, text: str | None, file: Path | None, tenant: str, max_tokens: int,
+            query_id: str | None) -> None:
+    from pipeline.produce import produce_file, produce_one, query_message
+
+    if file is not None:
+        sent = produce_file(config.bootstrap, config.topics.queries, file)
+        console.print(f"sent {sent} lines to {config.topics.queries}")
+    elif text:
+        message = query_message(config.topics.queries, text, tenant=tenant,
+                                max_tokens=max_tokens, query_id=query_id)
+        produce_one(config.bootstrap, message)
+        console.print(f"sent query {message.key.decode() if message.key else ''}")
+    else:
+        raise ConfigError("give a TEXT or --file F.jsonl")
+
+
+def backfill(config: Config, file: Path) -> None:
+    from pipeline.produce import produce_file
+
+    sent = produce_file(config.bootstrap, config.topics.backfill, file, progress=True)
+    console.print(f"sent {sent} lines to the backfill lane {config.topics.backfill}")
+
+
+def sql(config: Config, query: str) -> tuple[list[str], list[Any]]:
+    from infra.query_server import open_reader
+
+    return open_reader(config.dsn).query(query)
+
+
+def report(config: Config, *, as_json: bool = False) -> None:
+    from infra.query_server import open_reader
+    from pipeline import report as report_module
+
+    data = report_module.collect(open_reader(config.dsn))
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+    else:
+        report_module.render(data, console)
+
+
+def prepare_model(config: Config, *, quantize: bool = True, force: bool = False) -> Path:
+    from workers.slm.prepare import prepare_smollm2
+
+    target = prepare_smollm2(config.slm_model.parent, quantize=quantize, force=force)
+    console.print(f"SLM ready in {target}")
+    return target
+
+
+def demo(config: Config, *, keep_running: bool = False) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(config, console, keep_running=keep_running)
+
+
+def bench(config: Config, what: str, *, messages: int, as_json: bool) -> None:
+    from pipeline.bench import bench_router
+
+    bench_router(config, console, messages=messages, as_json=as_json)

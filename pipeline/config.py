@@ -1,0 +1,100 @@
+"""All settings in one frozen object, read from the environment by the CLI only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.kafka import LocalKafkaConfig
+from pipeline.router import RouterSettings
+from pipeline.sink import SinkSettings
+from topics.names import Topics
+from workers.llm_client import LlmSettings
+from workers.llm_worker import LlmWorkerSettings
+from workers.slm_worker import SlmWorkerSettings
+
+DEFAULT_MODEL = "smollm2-135m-instruct-int8"
+
+ENV_DOC = {
+    "POINTSMAN_KAFKA_BOOTSTRAP": "Kafka bootstrap servers (default 127.0.0.1:9092; `up` runs the "
+    "local broker on this port)",
+    "POINTSMAN_TOPIC_PREFIX": "prefix for every topic and consumer group (default empty)",
+    "POINTSMAN_PARTITIONS": "partitions per topic when created (default 6)",
+    "POINTSMAN_DATA_DIR": "broker data, embedded ClickHouse, models (default ~/.local/share/pointsman)",
+    "POINTSMAN_CLICKHOUSE_DSN": "chdb:///dir (embedded, default <data dir>/clickhouse) or "
+    "http(s)://user:pass@host:8123",
+    "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
+    "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
+    "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.3)",
+    "POINTSMAN_LLM_BASE_URL": "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 "
+    "(default: a local stand-in serving the SLM)",
+    "POINTSMAN_LLM_API_KEY": "API key for the LLM upstream (never logged or stored)",
+    "POINTSMAN_LLM_MODEL": "model name sent upstream (default gpt-4o-mini)",
+    "POINTSMAN_ROUTING_POLICY": "baseline-length (default), always-slm, always-llm",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    partitions: int = 6
+    data_dir: Path = Path("~/.local/share/pointsman").expanduser()
+    dsn: str = ""
+    slm_model: Path = Path()
+    slm_threads: int = 2
+    slm_escalate_below: float = 0.3
+    llm_base_url: str = ""  # empty: the llm role serves a local stand-in
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = "gpt-4o-mini"
+    policy: str = "baseline-length"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
+        data_dir = Path(env.get("POINTSMAN_DATA_DIR", "~/.local/share/pointsman")).expanduser()
+        data_dir = data_dir.resolve()
+        return cls(
+            bootstrap=env.get("POINTSMAN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            topic_prefix=env.get("POINTSMAN_TOPIC_PREFIX", ""),
+            partitions=int(env.get("POINTSMAN_PARTITIONS", "6")),
+            data_dir=data_dir,
+            dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
+            slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
+            slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
+            slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.3")),
+            llm_base_url=env.get("POINTSMAN_LLM_BASE_URL", ""),
+            llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
+            llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),
+            policy=env.get("POINTSMAN_ROUTING_POLICY", "baseline-length"),
+        )
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def group(self, role: str) -> str:
+        return f"{self.topic_prefix}pointsman-{role}"
+
+    def kafka(self) -> LocalKafkaConfig:
+        port = int(self.bootstrap.rsplit(":", 1)[1])
+        return LocalKafkaConfig(home=self.data_dir / "kafka", port=port, controller_port=port + 1)
+
+    def router(self) -> RouterSettings:
+        return RouterSettings(self.bootstrap, self.topics, self.policy, app_id=self.group("router"))
+
+    def slm(self) -> SlmWorkerSettings:
+        return SlmWorkerSettings(
+            self.bootstrap, self.topics, self.slm_model, threads=self.slm_threads,
+            escalate_below=self.slm_escalate_below, group=self.group("slm"),
+        )
+
+    def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
+        llm = LlmSettings(
+            base_url=base_url or self.llm_base_url, model=self.llm_model, api_key=self.llm_api_key
+        )
+        return LlmWorkerSettings(self.bootstrap, self.topics, llm, group=self.group("llm"))
+
+    def sink(self) -> SinkSettings:
+        return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"))

@@ -1,0 +1,61 @@
+"""The analytics report: per route, count, latency percentiles, cache hits, cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from infra.query_server import Reader
+
+REPORT_SQL = """
+SELECT
+    route,
+    count() AS queries,
+    round(quantile(0.5)(total_ms), 1) AS p50_ms,
+    round(quantile(0.95)(total_ms), 1) AS p95_ms,
+    round(quantile(0.99)(total_ms), 1) AS p99_ms,
+    round(avg(inference_ms), 1) AS avg_inference_ms,
+    sum(prompt_tokens + completion_tokens) AS tokens,
+    round(sum(cost_usd), 6) AS cost_usd,
+    countIf(error != '') AS errors
+FROM pointsman.results FINAL
+GROUP BY route
+ORDER BY queries DESC
+"""
+
+TOTALS_SQL = """
+SELECT
+    count() AS queries,
+    countIf(route IN ('cache', 'semantic_cache', 'coalesced')) / greatest(count(), 1) AS hit_rate,
+    round(sum(cost_usd), 6) AS cost_usd,
+    (SELECT count() FROM pointsman.dead_letters FINAL) AS dead_letters
+FROM pointsman.results FINAL
+"""
+
+
+def collect(reader: Reader) -> dict[str, Any]:
+    columns, rows = reader.query(REPORT_SQL)
+    total_columns, totals = reader.query(TOTALS_SQL)
+    return {
+        "routes": [dict(zip(columns, row, strict=True)) for row in rows],
+        "totals": dict(zip(total_columns, totals[0], strict=True)),
+    }
+
+
+def render(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="Pointsman — outcomes by route")
+    for name in ("route", "queries", "p50_ms", "p95_ms", "p99_ms", "avg_inference_ms", "tokens",
+                 "cost_usd", "errors"):
+        table.add_column(name, justify="left" if name == "route" else "right")
+    for row in report["routes"]:
+        table.add_row(*(str(row[c]) for c in [col.header for col in table.columns]))
+    console.print(table)
+    totals = report["totals"]
+    console.print(
+        f"queries {totals['queries']}  ·  cache hit rate (exact + semantic + coalesced) "
+        f"{float(totals['hit_rate']):.1%}  ·  cost ${float(totals['cost_usd']):.6f}  ·  "
+        f"dead letters {totals['dead_letters']}"
+    )

@@ -1,0 +1,175 @@
+"""The local Kafka broker manager (infra/kafka.py) against a real broker.
+
+Uses a tmp home and unusual ports so it never touches a developer's broker on 9092; the jar
+cache is the real one (first run resolves the jars with Maven, later runs reuse them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra import kafka
+from infra.kafka import LocalKafkaConfig
+from topics.errors import InfraError
+
+pytestmark = pytest.mark.integration
+
+PORT, CONTROLLER_PORT = 19192, 19193
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _skip_reason() -> str | None:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "needs java 17+"
+    cfg = LocalKafkaConfig(home=Path("unused"))
+    cached = (cfg.cache_dir / cfg.version / "libs" / f"kafka_2.13-{cfg.version}.jar").is_file()
+    if not cached and shutil.which("mvn") is None:
+        return "needs mvn (or cached Kafka jars)"
+    return None
+
+
+needs_toolchain = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalKafkaConfig]:
+    cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=PORT, controller_port=CONTROLLER_PORT)
+    yield cfg
+    # Teardown runs even when the test failed: never leave a JVM behind.
+    kafka.stop(cfg, timeout=15)
+
+
+def _consume_one(cfg: LocalKafkaConfig, topic: str, timeout: float = 30) -> Message:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cfg.bootstrap,
+            "group.id": f"infra-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    # assign(), not subscribe(): reading from offset 0 needs no group rebalance.
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                raise AssertionError(f"consume error: {msg.error()}")
+            return msg
+        raise AssertionError(f"no message on {topic} within {timeout}s")
+    finally:
+        consumer.close()
+
+
+@needs_toolchain
+def test_lifecycle_is_idempotent_and_data_survives_restart(broker: LocalKafkaConfig) -> None:
+    cfg = broker
+    # Two racing starts (the lock serialises them) must end with one broker.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(lambda _: kafka.start(cfg, timeout=90), range(2))
+    assert first.running and second.running
+    assert first.pid is not None and first.pid == second.pid
+    st = kafka.status(cfg)
+    assert st.running and st.pid == first.pid and st.bootstrap == f"127.0.0.1:{PORT}"
+    assert kafka.start(cfg).pid == first.pid  # already running: a no-op
+
+    topic = f"infra-test-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cfg.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
+        timeout=30
+    )
+    errors: list[KafkaError] = []
+    producer = Producer({"bootstrap.servers": cfg.bootstrap, "acks": "all"})
+    producer.produce(
+        topic, key=b"k", value=b"hello pointsman", on_delivery=lambda e, _m: e and errors.append(e)
+    )
+    assert producer.flush(30) == 0 and errors == []
+
+    assert kafka.stop(cfg) is True
+    st = kafka.status(cfg)
+    assert not st.running and st.pid is None
+    assert not (cfg.home / "kafka.pid").exists()
+    assert kafka.stop(cfg) is False  # stopping a stopped broker is a no-op too
+
+    restarted = kafka.start(cfg)
+    assert restarted.running and restarted.pid != first.pid
+    msg = _consume_one(cfg, topic)
+    assert (msg.key(), msg.value()) == (b"k", b"hello pointsman")
+    assert kafka.stop(cfg) is True
+    assert not kafka.status(cfg).running
+
+
+def _assert_nothing_started(cfg: LocalKafkaConfig) -> None:
+    assert not (cfg.home / "kafka.pid").exists()
+    assert not (cfg.home / "data" / "meta.properties").exists()
+    st = kafka.status(cfg)
+    assert not st.running and st.pid is None
+
+
+def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    cfg = LocalKafkaConfig(
+        home=tmp_path / "kafka",
+        port=_free_port(),
+        controller_port=_free_port(),
+        cache_dir=tmp_path / "cache",
+    )
+    with pytest.raises(InfraError, match="`java` not found"):
+        kafka.start(cfg)
+    _assert_nothing_started(cfg)
+    with pytest.raises(InfraError, match="`java` not found"):
+        kafka.ensure_jars(cfg)
+    assert not list((tmp_path / "cache").rglob("*.jar"))
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs java")
+def test_missing_mvn_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    java_home = Path(shutil.which("java") or "").resolve().parents[1]
+    monkeypatch.setenv("JAVA_HOME", str(java_home))  # java found via JAVA_HOME, mvn nowhere
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    cfg = LocalKafkaConfig(home=tmp_path / "kafka", cache_dir=tmp_path / "cache")
+    with pytest.raises(InfraError, match="`mvn` not found"):
+        kafka.ensure_jars(cfg)
+
+
+def test_port_taken_by_another_process_is_detected(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=port, controller_port=_free_port())
+        with pytest.raises(InfraError, match=f"port {port} .* already in use"):
+            kafka.start(cfg)
+        _assert_nothing_started(cfg)
+        assert "answered by another process" in kafka.status(cfg).detail
+
+
+def test_cli_status_of_a_stopped_broker(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "infra.kafka", "status", "--home", str(tmp_path), "--port"]
+    r = subprocess.run(
+        [*cmd, str(_free_port())], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 3, r.stderr  # LSB: not running
+    assert r.stdout.startswith("not running")

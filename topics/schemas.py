@@ -1,0 +1,96 @@
+"""Message schemas: the contract every stage reads and writes.
+
+Structs are msgspec: decoding validates types in one fast pass, encoding is compact JSON.
+Times are Unix epoch seconds (float); durations are milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Route = Literal["slm", "llm", "cache", "coalesced", "semantic_cache", "escalated"]
+Track = Literal["slm", "llm"]
+ROUTES: tuple[str, ...] = ("slm", "llm", "cache", "coalesced", "semantic_cache", "escalated")
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: str
+    content: str
+
+
+class Query(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What users produce to the queries topic. `text` or `messages`, not both required."""
+
+    id: str | None = None
+    tenant: str = "default"
+    text: str | None = None
+    messages: list[ChatMessage] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    metadata: dict[str, Any] = {}
+    submitted_at: float | None = None
+
+    def chat(self) -> list[ChatMessage]:
+        """The query as chat messages, whichever form it arrived in."""
+        if self.messages:
+            return list(self.messages)
+        return [ChatMessage(role="user", content=self.text or "")]
+
+
+class Timings(msgspec.Struct, omit_defaults=True):
+    """Per-stage latency in ms. Each stage fills its own field."""
+
+    queued_ms: float = 0.0  # submitted -> router picked it up
+    routed_ms: float = 0.0  # time spent inside the router
+    wait_ms: float = 0.0  # router sent it -> a worker picked it up
+    inference_ms: float = 0.0  # model or upstream call
+    total_ms: float = 0.0  # submitted -> result produced
+
+
+class RouteRequest(msgspec.Struct, frozen=True):
+    """Router -> worker: a validated query with its fingerprint and why it was routed."""
+
+    query: Query
+    query_id: str
+    fingerprint: str
+    track: Track
+    reason: str
+    submitted_at: float
+    routed_at: float
+    timings: Timings
+    escalation: str | None = None  # set when the SLM handed this query to the LLM track
+
+
+class Result(msgspec.Struct, omit_defaults=True):
+    query_id: str
+    tenant: str
+    route: Route
+    answer: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    confidence: float | None = None
+    similarity: float | None = None
+    error: str | None = None
+    fingerprint: str = ""
+    route_reason: str = ""
+    submitted_at: float = 0.0
+    completed_at: float = 0.0
+    timings: Timings = msgspec.field(default_factory=Timings)
+
+
+class DeadLetter(msgspec.Struct, omit_defaults=True):
+    """A message that broke the contract (or failed for good), kept with the reason."""
+
+    reason: str
+    raw: str
+    source_topic: str
+    partition: int = -1
+    offset: int = -1
+    key: str | None = None
+    query_id: str | None = None
+    tenant: str | None = None
+    failed_at: float = 0.0

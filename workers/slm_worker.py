@@ -1,0 +1,128 @@
+"""SLM worker: answers route.slm requests with the local ONNX model, in micro-batches.
+
+Low-confidence or failed answers are escalated to the LLM track instead of being returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+from confluent_kafka import Message
+
+from infra.kafka_io import Outgoing
+from topics.codec import encode
+from topics.names import Topics
+from workers.answers import Answer, decode_requests, results_for_group
+from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
+from infra.kafka_io import OutputProducer
+from workers.loop import LoopSettings, StopFlag, producing, run_loop
+from workers.pricing import PriceTable
+
+log = logging.getLogger(__name__)
+
+
+class Generator(Protocol):
+    model_name: str
+
+    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], *, max_tokens: int) -> list: ...
+
+
+@dataclass(frozen=True)
+class SlmWorkerSettings:
+    bootstrap: str
+    topics: Topics
+    model_dir: Path
+    threads: int = 2
+    batch_size: int = 8
+    batch_wait_s: float = 0.05
+    escalate_below: float = 0.0  # confidence under this goes to the LLM track; 0 disables
+    group: str = "pointsman-slm"
+
+
+class SlmHandler:
+    def __init__(self, settings: SlmWorkerSettings, engine: Generator, prices: PriceTable) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.prices = prices
+        self.recent: RecentAnswers[Answer] = RecentAnswers()
+
+    def __call__(self, messages: list[Message]) -> list[Outgoing]:
+        topics = self.settings.topics
+        picked, out = decode_requests(messages, topics)
+        if not picked:
+            return out
+        picked_at = picked[0].picked_at
+        to_run: list[Group] = []
+        for group in group_by_fingerprint([p.request for p in picked]):
+            known = self.recent.get(group.leader.fingerprint, time.time())
+            if known is not None:
+                out += results_for_group(group, known, "slm", picked_at, topics, leader_coalesced=True)
+            else:
+                to_run.append(group)
+        for group, answer in self._infer(to_run):
+            if answer.error is not None or (answer.confidence or 0.0) < self.settings.escalate_below:
+                out += self._escalate(group, answer)
+                continue
+            self.recent.put(group.leader.fingerprint, answer, time.time())
+            out += results_for_group(group, answer, "slm", picked_at, topics)
+        return out
+
+    def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
+        by_budget: dict[int, list[Group]] = {}
+        for group in groups:
+            by_budget.setdefault(group.leader.query.max_tokens, []).append(group)
+        answered = []
+        for max_tokens, batch in by_budget.items():
+            prompts = [
+                [{"role": m.role, "content": m.content} for m in g.leader.query.chat()]
+                for g in batch
+            ]
+            started = time.perf_counter()
+            try:
+                generations = self.engine.generate(prompts, max_tokens=max_tokens)
+            except Exception as exc:  # the model failing must not stop the stream: escalate
+                log.exception("SLM generation failed for %d queries", len(batch))
+                failed = Answer("", self.engine.model_name, error=f"slm error: {exc}")
+                answered += [(g, failed) for g in batch]
+                continue
+            seconds = time.perf_counter() - started
+            cost = self.prices.cpu_cost(seconds, self.settings.threads) / len(batch)
+            for group, gen in zip(batch, generations, strict=True):
+                answered.append((group, Answer(
+                    text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
+                    completion_tokens=gen.completion_tokens, confidence=gen.confidence,
+                    inference_ms=seconds * 1000, cost_usd=cost,
+                )))
+        return answered
+
+    def _escalate(self, group: Group, answer: Answer) -> list[Outgoing]:
+        reason = answer.error or (
+            f"low confidence {answer.confidence:.2f} < {self.settings.escalate_below:.2f}"
+        )
+        out = []
+        for request in [group.leader, *group.followers]:
+            escalated = msgspec.structs.replace(request, track="llm", escalation=reason)
+            out.append(Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(),
+                                encode(escalated)))
+        return out
+
+
+def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator | None = None) -> None:
+    if engine is None:
+        from workers.slm.engine import SlmEngine
+
+        engine = SlmEngine(settings.model_dir, threads=settings.threads)
+    loop = LoopSettings(
+        settings.bootstrap, settings.group, (settings.topics.route_slm,),
+        settings.batch_size, settings.batch_wait_s,
+    )
+    handler = SlmHandler(settings, engine, PriceTable())
+    run_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)
+
+
