@@ -9,6 +9,7 @@ because it needs no state outside Kafka.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from infra.kafka_io import Outgoing
@@ -36,8 +37,10 @@ class Incoming:
 
 class RouterCore:
     def __init__(
-        self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits = Limits()
+        self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits = Limits(),
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
         self.topics = topics
         self.policy = policy
         self.cache = cache
@@ -57,7 +60,7 @@ class RouterCore:
         query_id = query.id or origin
         submitted_at = query.submitted_at or message.timestamp
         fp = fingerprint(query)
-        now = time.time()
+        now = self.clock()
         timings = Timings(
             queued_ms=max(0.0, (picked_at - submitted_at) * 1000),
             routed_ms=max(0.0, (now - picked_at) * 1000),
@@ -90,6 +93,6 @@ class RouterCore:
         letter = DeadLetter(
             reason=reason, raw=raw_text(message.value), source_topic=message.topic,
             partition=message.partition, offset=message.offset,
-            key=raw_text(message.key) if message.key is not None else None, failed_at=time.time(),
+            key=raw_text(message.key) if message.key is not None else None, failed_at=self.clock(),
         )
         return Outgoing(self.topics.deadletter, origin.encode(), encode(letter))

@@ -1,0 +1,139 @@
+"""Integration fixtures: one real Kafka broker per test run, started by the project's own infra
+code; every test gets its own topic prefix (so its own topics and consumer groups), its own
+embedded ClickHouse directory, and role processes started through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from infra import kafka
+from infra.query_server import Reader, wait_for_endpoint
+from topics.admin import ensure_topics
+from topics.names import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_PORT = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT", "39092"))
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    cfg = kafka.LocalKafkaConfig(
+        home=tmp_path_factory.mktemp("kafka"), port=TEST_PORT, controller_port=TEST_PORT + 1
+    )
+    kafka.start(cfg)
+    yield cfg.bootstrap
+    kafka.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.slm.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@dataclass
+class Pipeline:
+    """Role processes for one test, each a real `pointsman run ROLE` process."""
+
+    env: dict[str, str]
+    topics: Topics
+    dsn: str
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, *roles: str) -> None:
+        for role in roles:
+            log = (self.logs / f"{role}.log").open("ab")
+            self.procs[role] = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "run", role],
+                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, role: str) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        proc = self.procs.pop(role)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self, role: str, timeout: float = 30) -> int:
+        proc = self.procs.pop(role)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args], env=self.env, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def reader(self) -> Reader:
+        return wait_for_endpoint(self.dsn, timeout_s=60)
+
+    def count(self, sql: str) -> int:
+        return int(self.reader().query(sql)[1][0][0])
+
+    def wait_until(self, sql: str, expected: int, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline:
+            try:
+                seen = self.count(sql)
+            except Exception:
+                seen = -1
+            if seen >= expected:
+                return seen
+            self._check_alive()
+            time.sleep(0.5)
+        return seen
+
+    def _check_alive(self) -> None:
+        for role, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{role}.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"role {role} died ({proc.returncode}):\n{tail}")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture()
+def pipeline(broker: str, tiny_model: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topics = Topics(prefix)
+    ensure_topics(broker, topics.specs(partitions=3))
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    env = {
+        **os.environ,
+        "POINTSMAN_KAFKA_BOOTSTRAP": broker,
+        "POINTSMAN_TOPIC_PREFIX": prefix,
+        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
+        "POINTSMAN_CLICKHOUSE_DSN": dsn,
+        "POINTSMAN_SLM_MODEL": str(tiny_model),
+        "POINTSMAN_SLM_THREADS": "1",
+        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Pipeline(env, topics, dsn, logs)
+    yield running
+    running.close()

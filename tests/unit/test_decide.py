@@ -1,0 +1,64 @@
+import json
+
+from pipeline.decide import Incoming, RouterCore
+from pipeline.exact_cache import ExactCache
+from pipeline.policy import FixedPolicy
+from topics.codec import decode
+from topics.names import Topics
+from topics.schemas import DeadLetter, Result, RouteRequest
+
+TOPICS = Topics("t.")
+
+
+def core() -> RouterCore:
+    return RouterCore(TOPICS, FixedPolicy("slm"), ExactCache(ttl_s=60), clock=lambda: 1002.0)
+
+
+def message(value: bytes | None, offset: int = 0) -> Incoming:
+    return Incoming(TOPICS.queries, 2, offset, 1000.0, None, value)
+
+
+def test_valid_query_goes_to_its_track_keyed_by_fingerprint() -> None:
+    out = core().route_one(message(b'{"id": "q1", "text": "hi", "tenant": "acme"}'), 1000.5)
+    assert out.topic == "t.route.slm"
+    request = decode(out.value, RouteRequest)
+    assert out.key == request.fingerprint.encode()
+    assert (request.query_id, request.track, request.submitted_at) == ("q1", "slm", 1000.0)
+    assert request.timings.queued_ms == 500.0
+    assert request.timings.routed_ms == 1500.0  # from picked_at to the (fake) clock
+
+
+def test_bad_message_becomes_a_dead_letter_with_origin() -> None:
+    out = core().route_one(message(b"\xffnot json", offset=9), 1000.0)
+    assert out.topic == "t.deadletter"
+    letter = decode(out.value, DeadLetter)
+    assert (letter.reason, letter.partition, letter.offset) == ("not JSON", 2, 9)
+    assert letter.raw == "\\xffnot json"  # invalid UTF-8 kept, escaped
+
+
+def test_learned_answer_is_served_from_cache_to_same_tenant_only() -> None:
+    router = core()
+    first = decode(router.route_one(message(b'{"id": "a", "text": "Hi", "tenant": "acme"}'),
+                                    1000.0).value, RouteRequest)
+    router.learn(Result(query_id="a", tenant="acme", route="slm", answer="hello!", model="m",
+                        fingerprint=first.fingerprint, completed_at=1001.0))
+    out = router.route_one(message(b'{"id": "b", "text": " hi ", "tenant": "acme"}', 1), 1002.0)
+    assert out.topic == "t.results"
+    result = decode(out.value, Result)
+    assert (result.query_id, result.route, result.answer) == ("b", "cache", "hello!")
+    other = router.route_one(message(b'{"id": "c", "text": "Hi", "tenant": "globex"}', 2), 1002.0)
+    assert other.topic == "t.route.slm"
+
+
+def test_errors_and_coalesced_results_are_not_cached() -> None:
+    router = core()
+    for route, error in (("llm", "llm failed"), ("coalesced", None), ("cache", None)):
+        router.learn(Result(query_id="x", tenant="acme", route=route, answer="a",
+                            fingerprint=f"fp-{route}", error=error, completed_at=1.0))
+    assert len(router.cache) == 0
+
+
+def test_batch_keeps_order_and_count() -> None:
+    values = [json.dumps({"id": f"q{i}", "text": f"q {i}"}).encode() for i in range(5)]
+    outs = core().route_batch([message(v, i) for i, v in enumerate(values)], 1000.0)
+    assert [decode(o.value, RouteRequest).query_id for o in outs] == [f"q{i}" for i in range(5)]

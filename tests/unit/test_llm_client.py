@@ -1,0 +1,70 @@
+import asyncio
+
+import httpx
+import pytest
+
+from topics.errors import PermanentError, RetryableError
+from workers.llm_client import ChatClient, LlmSettings
+
+OK = {"model": "m-1", "choices": [{"message": {"role": "assistant", "content": "hi!"}}],
+      "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
+
+
+def run(responses: list, **settings) -> tuple[object, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = responses[min(len(seen) - 1, len(responses) - 1)]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def call() -> object:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = ChatClient(LlmSettings(base_url="http://up/v1", api_key="sk-secret",
+                                            backoff_s=0.001, **settings), http)
+            return await client.complete([{"role": "user", "content": "x"}], max_tokens=5,
+                                         temperature=0.0)
+
+    try:
+        return asyncio.run(call()), seen
+    except Exception as exc:
+        return exc, seen
+
+
+def test_success_parses_usage_and_sends_key_and_openai_body() -> None:
+    completion, seen = run([httpx.Response(200, json=OK)])
+    assert completion.text == "hi!" and completion.prompt_tokens == 7
+    assert seen[0].url == "http://up/v1/chat/completions"
+    assert seen[0].headers["authorization"] == "Bearer sk-secret"
+    assert b'"max_tokens":5' in seen[0].content
+
+
+def test_retries_429_honouring_retry_after_then_succeeds() -> None:
+    completion, seen = run([httpx.Response(429, headers={"Retry-After": "0.01"}),
+                            httpx.Response(503), httpx.Response(200, json=OK)])
+    assert completion.text == "hi!" and len(seen) == 3
+
+
+def test_gives_up_after_retries_with_retryable_error() -> None:
+    error, seen = run([httpx.Response(500)], retries=2)
+    assert isinstance(error, RetryableError) and len(seen) == 3
+
+
+def test_timeouts_and_connection_errors_are_retryable() -> None:
+    error, _ = run([httpx.ReadTimeout("slow")], retries=1)
+    assert isinstance(error, RetryableError) and "timed out" in str(error)
+    error, _ = run([httpx.ConnectError("refused")], retries=0)
+    assert isinstance(error, RetryableError)
+
+
+@pytest.mark.parametrize("response", [httpx.Response(400, text="bad"),
+                                      httpx.Response(200, json={"choices": []})])
+def test_client_errors_and_malformed_bodies_are_permanent_and_not_retried(response) -> None:
+    error, seen = run([response])
+    assert isinstance(error, PermanentError) and len(seen) == 1
+
+
+def test_api_key_is_not_in_settings_repr() -> None:
+    assert "sk-secret" not in repr(LlmSettings(api_key="sk-secret"))

@@ -1,0 +1,158 @@
+"""Worker handlers over real encoded messages, with a stub model and the stand-in LLM."""
+
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from topics.codec import decode, encode
+from topics.names import Topics
+from topics.schemas import DeadLetter, Query, Result, RouteRequest, Timings
+from workers.answers import Answer
+from workers.coalesce import group_by_fingerprint
+from workers.llm_client import ChatClient, LlmSettings
+from workers.llm_standin import Faults, StandinLLM, StandinServer
+from workers.llm_worker import LlmHandler, LlmWorkerSettings
+from workers.pricing import PriceTable
+from workers.slm_worker import SlmHandler, SlmWorkerSettings
+
+TOPICS = Topics("w.")
+
+
+class FakeMessage:
+    def __init__(self, value: bytes, offset: int = 0) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return TOPICS.route_slm
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def request(qid: str, text: str, fp: str | None = None, **kw) -> FakeMessage:
+    req = RouteRequest(query=Query(id=qid, text=text, tenant="acme"), query_id=qid,
+                       fingerprint=fp or f"fp-{text}", track="slm", reason="test",
+                       submitted_at=100.0, routed_at=100.0, timings=Timings(), **kw)
+    return FakeMessage(encode(req))
+
+
+@dataclass
+class Gen:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    confidence: float
+    finish_reason: str = "stop"
+
+
+class StubModel:
+    model_name = "stub"
+
+    def __init__(self, confidence: float = 0.9, fail: bool = False) -> None:
+        self.calls: list[int] = []
+        self.confidence, self.fail = confidence, fail
+
+    def generate(self, prompts, *, max_tokens):
+        if self.fail:
+            raise RuntimeError("model exploded")
+        self.calls.append(len(prompts))
+        return [Gen(f"A:{p[-1]['content']}", 3, 2, self.confidence) for p in prompts]
+
+
+def slm(model: StubModel, escalate_below: float = 0.5) -> SlmHandler:
+    settings = SlmWorkerSettings("unused:1", TOPICS, model_dir=None, escalate_below=escalate_below)  # type: ignore[arg-type]
+    return SlmHandler(settings, model, PriceTable())
+
+
+def test_group_by_fingerprint_drops_replayed_leader_copies() -> None:
+    reqs = [decode(request(q, t).value(), RouteRequest) for q, t in
+            [("1", "a"), ("2", "a"), ("1", "a"), ("3", "b")]]
+    groups = group_by_fingerprint(reqs)
+    assert [(g.leader.query_id, [f.query_id for f in g.followers]) for g in groups] == \
+        [("1", ["2"]), ("3", [])]
+
+
+def test_slm_coalesces_identical_queries_into_one_inference() -> None:
+    model = StubModel()
+    handler = slm(model)
+    out = handler([request("1", "x"), request("2", "x"), request("3", "y")])
+    results = [decode(o.value, Result) for o in out]
+    assert model.calls == [2]  # two unique prompts in one batch
+    assert sorted((r.query_id, r.route) for r in results) == \
+        [("1", "slm"), ("2", "coalesced"), ("3", "slm")]
+    assert all(o.topic == TOPICS.results for o in out)
+    # a copy arriving in a later batch is answered from the recent answers: no inference
+    again = [decode(o.value, Result) for o in handler([request("4", "x")])]
+    assert model.calls == [2] and again[0].route == "coalesced" and again[0].answer == "A:x"
+
+
+def test_slm_escalates_low_confidence_and_failures_to_llm_track() -> None:
+    out = slm(StubModel(confidence=0.2))([request("1", "x"), request("2", "x")])
+    assert [o.topic for o in out] == [TOPICS.route_llm] * 2
+    escalated = decode(out[0].value, RouteRequest)
+    assert escalated.track == "llm" and "low confidence 0.20" in (escalated.escalation or "")
+    failed = decode(slm(StubModel(fail=True))([request("1", "x")])[0].value, RouteRequest)
+    assert "model exploded" in (failed.escalation or "")
+
+
+def test_undecodable_route_request_is_dead_lettered() -> None:
+    out = slm(StubModel())([FakeMessage(b"garbage", offset=4)])
+    assert out[0].topic == TOPICS.deadletter
+    assert decode(out[0].value, DeadLetter).offset == 4
+
+
+@pytest.fixture()
+def standin():
+    server = StandinServer(StandinLLM(faults=Faults())).start()
+    yield server
+    server.stop()
+
+
+def llm_handler(base_url: str, loop, retries: int = 1) -> tuple[LlmHandler, httpx.AsyncClient]:
+    http = httpx.AsyncClient()
+    settings = LlmWorkerSettings("unused:1", TOPICS, LlmSettings(
+        base_url=base_url, model="gpt-4o-mini", retries=retries, backoff_s=0.01, timeout_s=0.5))
+    return LlmHandler(settings, ChatClient(settings.llm, http), PriceTable(), loop), http
+
+
+def test_llm_answers_through_standin_with_cost_and_escalation_route(standin) -> None:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    handler, http = llm_handler(standin.base_url, loop)
+    out = handler([request("1", "hello there"), request("2", "hello there"),
+                   request("3", "why", escalation="low confidence")])
+    results = {r.query_id: r for r in (decode(o.value, Result) for o in out)}
+    assert results["1"].route == "llm" and results["1"].answer == "[stand-in] hello there"
+    assert results["1"].cost_usd > 0 and results["1"].completion_tokens > 0
+    assert results["2"].route == "coalesced" and results["2"].cost_usd == 0
+    assert results["3"].route == "escalated"
+    assert standin.llm.calls == 2
+    loop.run_until_complete(http.aclose())
+    loop.close()
+
+
+def test_llm_failure_after_retries_gives_error_result_and_dead_letter(standin) -> None:
+    import asyncio
+
+    standin.llm.faults.server_error = 1.0
+    loop = asyncio.new_event_loop()
+    handler, http = llm_handler(standin.base_url, loop, retries=2)
+    out = handler([request("1", "hello")])
+    result = decode(next(o for o in out if o.topic == TOPICS.results).value, Result)
+    letter = decode(next(o for o in out if o.topic == TOPICS.deadletter).value, DeadLetter)
+    assert result.error and "500" in result.error and result.answer == ""
+    assert letter.query_id == "1" and standin.llm.calls == 3  # first try + 2 retries, then stop
+    loop.run_until_complete(http.aclose())
+    loop.close()
+
+
+def test_answer_defaults_are_free() -> None:
+    assert Answer("x", "m").cost_usd == 0.0

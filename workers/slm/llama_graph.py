@@ -1,0 +1,295 @@
+"""Build a llama-family decoder as a plain ONNX graph with a KV cache.
+
+The input/output names and layouts follow what Optimum and onnxruntime-genai
+export, so the engine can run either these graphs or a user-exported model:
+
+    input_ids          int64   [batch, seq]
+    attention_mask     int64   [batch, past + seq]
+    position_ids       int64   [batch, seq]
+    past_key_values.{i}.key / .value   float32 [batch, kv_heads, past, head_dim]
+ -> logits             float32 [batch, seq, vocab]
+    present.{i}.key / .value           float32 [batch, kv_heads, past + seq, head_dim]
+
+Weights use Hugging Face names and layouts (Linear weights are [out, in]), and
+rotary embeddings use the HF "rotate half" convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+# Finite (not -inf) so that a fully masked row, e.g. a left-padding query,
+# softmaxes to a uniform row instead of NaN that would poison the cache.
+MASK_NEG = -1e9
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> LlamaConfig:
+        heads = int(cfg["num_attention_heads"])
+        return cls(
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=int(cfg["hidden_size"]),
+            intermediate_size=int(cfg["intermediate_size"]),
+            num_hidden_layers=int(cfg["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(cfg.get("num_key_value_heads", heads)),
+            head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
+            rope_theta=float(cfg.get("rope_theta", 10000.0)),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **asdict(self)}
+
+
+def rope_tables(cfg: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin tables [max_pos, head_dim] in the HF layout (frequencies repeated twice)."""
+    inv_freq = 1.0 / (
+        cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
+    )
+    freqs = np.outer(np.arange(cfg.max_position_embeddings, dtype=np.float64), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
+class _Builder:
+    """Tiny helper that names nodes and collects initializers."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._count = 0
+        self._consts: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+
+    def init(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def const(self, values: Any, dtype: type = np.int64) -> str:
+        arr = np.asarray(values, dtype=dtype)
+        key = (arr.dtype.str, arr.tobytes(), arr.shape)
+        if key not in self._consts:
+            self._consts[key] = self.init(f"const_{len(self._consts)}", arr)
+        return self._consts[key]
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> Any:
+        self._count += 1
+        name = f"{op_type}_{self._count}"
+        outs = [f"{name}_out{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def linear(self, x: str, weight: np.ndarray, name: str) -> str:
+        # HF Linear is [out, in]; ONNX MatMul wants [in, out]. A plain MatMul
+        # with a constant B is what MatMulNBitsQuantizer looks for.
+        w = self.init(name, np.asarray(weight, dtype=np.float32).T)
+        return self.op("MatMul", [x, w])
+
+    def rms_norm(self, x: str, weight: np.ndarray, name: str, eps: float) -> str:
+        # Pow/ReduceMean/Add/Sqrt/Div/Mul: the pattern ORT fuses into SimplifiedLayerNorm.
+        sq = self.op("Pow", [x, self.const(2.0, np.float32)])
+        ms = self.op("ReduceMean", [sq], axes=[-1], keepdims=1)
+        rms = self.op("Sqrt", [self.op("Add", [ms, self.const(eps, np.float32)])])
+        normed = self.op("Div", [x, rms])
+        return self.op("Mul", [normed, self.init(name, np.asarray(weight, dtype=np.float32))])
+
+
+def _rope(b: _Builder, x: str, cos: str, sin: str, half: int) -> str:
+    """x * cos + rotate_half(x) * sin, x: [B, heads, S, head_dim]."""
+    x1, x2 = b.op("Split", [x, b.const([half, half])], n_out=2, axis=-1)
+    rotated = b.op("Concat", [b.op("Neg", [x2]), x1], axis=-1)
+    return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])])
+
+
+def build_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Return the decoder ModelProto; `weights` uses HF parameter names."""
+    b = _Builder()
+    nh, kvh, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    if nh % kvh:
+        raise ValueError(f"num_attention_heads {nh} not a multiple of num_key_value_heads {kvh}")
+    float_t = TensorProto.FLOAT
+
+    def io(name: str, elem: int, dims: list[Any]) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, elem, dims)
+
+    inputs = [
+        io("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+        io("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
+        io("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+    ]
+    outputs = [io("logits", float_t, ["batch_size", "sequence_length", cfg.vocab_size])]
+    for i in range(cfg.num_hidden_layers):
+        for kind in ("key", "value"):
+            inputs.append(
+                io(
+                    f"past_key_values.{i}.{kind}",
+                    float_t,
+                    ["batch_size", kvh, "past_sequence_length", hd],
+                )
+            )
+            outputs.append(
+                io(f"present.{i}.{kind}", float_t, ["batch_size", kvh, "total_sequence_length", hd])
+            )
+
+    embed = b.init(
+        "model.embed_tokens.weight", np.asarray(weights["model.embed_tokens.weight"], np.float32)
+    )
+    x = b.op("Gather", [embed, "input_ids"], axis=0)
+
+    # Additive attention bias [B, 1, S, T]: key j is visible to query i (absolute
+    # position past+i) iff j <= past+i and attention_mask[b, j] == 1.
+    seq = b.op("Shape", ["input_ids"], start=1, end=2)
+    total = b.op("Shape", ["attention_mask"], start=1, end=2)
+    past = b.op("Sub", [total, seq])
+    axis0, axis1 = b.const([0]), b.const([1])
+    total_s = b.op("Squeeze", [total, axis0])
+    past_s = b.op("Squeeze", [past, axis0])
+    key_idx = b.op("Range", [b.const(0, np.int64), total_s, b.const(1, np.int64)])
+    query_idx = b.op("Unsqueeze", [b.op("Range", [past_s, total_s, b.const(1, np.int64)]), axis1])
+    causal = b.op("LessOrEqual", [key_idx, query_idx])
+    padding = b.op(
+        "Unsqueeze", [b.op("Cast", ["attention_mask"], to=TensorProto.BOOL), b.const([1, 2])]
+    )
+    allowed = b.op("And", [causal, padding])
+    bias = b.op("Where", [allowed, b.const(0.0, np.float32), b.const(MASK_NEG, np.float32)])
+
+    cos_t, sin_t = rope_tables(cfg)
+    cos = b.op(
+        "Unsqueeze", [b.op("Gather", [b.init("rope_cos", cos_t), "position_ids"], axis=0), axis1]
+    )
+    sin = b.op(
+        "Unsqueeze", [b.op("Gather", [b.init("rope_sin", sin_t), "position_ids"], axis=0), axis1]
+    )
+    scale = b.const(1.0 / np.sqrt(hd), np.float32)
+
+    def heads(t: str, n: int) -> str:  # [B, S, n*hd] -> [B, n, S, hd]
+        return b.op("Transpose", [b.op("Reshape", [t, b.const([0, 0, n, hd])])], perm=[0, 2, 1, 3])
+
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}"
+        h = b.rms_norm(
+            x,
+            weights[f"{p}.input_layernorm.weight"],
+            f"{p}.input_layernorm.weight",
+            cfg.rms_norm_eps,
+        )
+        q = heads(
+            b.linear(h, weights[f"{p}.self_attn.q_proj.weight"], f"{p}.self_attn.q_proj.weight"), nh
+        )
+        k = heads(
+            b.linear(h, weights[f"{p}.self_attn.k_proj.weight"], f"{p}.self_attn.k_proj.weight"),
+            kvh,
+        )
+        v = heads(
+            b.linear(h, weights[f"{p}.self_attn.v_proj.weight"], f"{p}.self_attn.v_proj.weight"),
+            kvh,
+        )
+        q = b.op("Mul", [_rope(b, q, cos, sin, hd // 2), scale])
+        k = _rope(b, k, cos, sin, hd // 2)
+        b.nodes.append(
+            helper.make_node(
+                "Concat",
+                [f"past_key_values.{i}.key", k],
+                [f"present.{i}.key"],
+                name=f"concat_present_{i}_key",
+                axis=2,
+            )
+        )
+        b.nodes.append(
+            helper.make_node(
+                "Concat",
+                [f"past_key_values.{i}.value", v],
+                [f"present.{i}.value"],
+                name=f"concat_present_{i}_value",
+                axis=2,
+            )
+        )
+        # GQA without copying K/V: fold the query heads that share a kv head into
+        # the row axis, [B, nh, S, hd] -> [B, kvh, rep*S, hd].
+        qg = b.op("Reshape", [q, b.const([0, kvh, -1, hd])])
+        kt = b.op("Transpose", [f"present.{i}.key"], perm=[0, 1, 3, 2])
+        scores = b.op("Reshape", [b.op("MatMul", [qg, kt]), b.const([0, nh, -1, 0])])
+        probs = b.op("Softmax", [b.op("Add", [scores, bias])], axis=-1)
+        ctx = b.op(
+            "MatMul", [b.op("Reshape", [probs, b.const([0, kvh, -1, 0])]), f"present.{i}.value"]
+        )
+        ctx = b.op(
+            "Transpose", [b.op("Reshape", [ctx, b.const([0, nh, -1, hd])])], perm=[0, 2, 1, 3]
+        )
+        ctx = b.op("Reshape", [ctx, b.const([0, 0, nh * hd])])
+        x = b.op(
+            "Add",
+            [
+                x,
+                b.linear(
+                    ctx, weights[f"{p}.self_attn.o_proj.weight"], f"{p}.self_attn.o_proj.weight"
+                ),
+            ],
+        )
+
+        h = b.rms_norm(
+            x,
+            weights[f"{p}.post_attention_layernorm.weight"],
+            f"{p}.post_attention_layernorm.weight",
+            cfg.rms_norm_eps,
+        )
+        gate = b.linear(h, weights[f"{p}.mlp.gate_proj.weight"], f"{p}.mlp.gate_proj.weight")
+        up = b.linear(h, weights[f"{p}.mlp.up_proj.weight"], f"{p}.mlp.up_proj.weight")
+        act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+        x = b.op(
+            "Add",
+            [x, b.linear(act, weights[f"{p}.mlp.down_proj.weight"], f"{p}.mlp.down_proj.weight")],
+        )
+
+    x = b.rms_norm(x, weights["model.norm.weight"], "model.norm.weight", cfg.rms_norm_eps)
+    head = weights.get("lm_head.weight")
+    if head is None:
+        head = weights["model.embed_tokens.weight"]  # tied embeddings
+    w_head = b.init("lm_head.weight", np.asarray(head, np.float32).T)
+    b.nodes.append(helper.make_node("MatMul", [x, w_head], ["logits"], name="lm_head"))
+
+    graph = helper.make_graph(b.nodes, "llama_decoder", inputs, outputs, initializer=b.inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="pointsman"
+    )
+    model.ir_version = 8  # readable by every onnxruntime >= 1.14
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path, *, external: bool = True) -> None:
+    """Save, putting weights in `<name>.data` so large models dodge the 2 GB protobuf cap."""
+    path = Path(path)
+    if external:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
