@@ -129,4 +129,6 @@ def wait_for_endpoint(dsn: str, timeout_s: float = 60.0) -> Reader:
         if live is not None:
             return live
         time.sleep(0.2)
-    raise InfraError(f"no query endpoint for {embedded_dir(dsn)} after {timeout_s:.0f}s: is the sink running?")
+    raise InfraError(
+        f"no query endpoint for {embedded_dir(dsn)} after {timeout_s:.0f}s: is the sink running?"
+    )

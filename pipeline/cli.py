@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, config: Config) -> int:  # noqa: C901 - a flat switch
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
     from pipeline import commands
 
     match args.command:

@@ -41,7 +41,7 @@ class Config:
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     partitions: int = 6
-    data_dir: Path = Path("~/.local/share/pointsman").expanduser()
+    data_dir: Path = Path(".pointsman")
     dsn: str = ""
     slm_model: Path = Path()
     slm_threads: int = 2

@@ -37,14 +37,14 @@ class Incoming:
 
 class RouterCore:
     def __init__(
-        self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits = Limits(),
+        self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
         self.topics = topics
         self.policy = policy
         self.cache = cache
-        self.limits = limits
+        self.limits = limits or Limits()
 
     def route_batch(self, batch: list[Incoming], picked_at: float) -> list[Outgoing]:
         return [self.route_one(message, picked_at) for message in batch]

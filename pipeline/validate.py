@@ -28,7 +28,12 @@ class Limits:
     max_id_chars: int = 128
 
 
-def validate(raw: bytes | None, *, origin: str, timestamp: float, limits: Limits = Limits()) -> Query:
+DEFAULT_LIMITS = Limits()
+
+
+def validate(
+    raw: bytes | None, *, origin: str, timestamp: float, limits: Limits = DEFAULT_LIMITS
+) -> Query:
     """Decode and check one message.
 
     `origin` ("topic:partition:offset") names a query that arrived without an id, so a replay of

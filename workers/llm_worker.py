@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 from confluent_kafka import Message
 
-from infra.kafka_io import Outgoing
+from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.errors import PointsmanError
 from topics.names import Topics
@@ -17,7 +17,6 @@ from topics.schemas import DeadLetter
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
 from workers.llm_client import ChatClient, LlmSettings
-from infra.kafka_io import OutputProducer
 from workers.loop import LoopSettings, StopFlag, producing, run_loop
 from workers.pricing import PriceTable
 

@@ -15,12 +15,11 @@ from typing import Protocol
 import msgspec
 from confluent_kafka import Message
 
-from infra.kafka_io import Outgoing
+from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.names import Topics
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
-from infra.kafka_io import OutputProducer
 from workers.loop import LoopSettings, StopFlag, producing, run_loop
 from workers.pricing import PriceTable
 

