@@ -19,7 +19,11 @@ ROLES = ("router", "slm", "llm", "sink")
 
 def run_role(role: str, config: Config) -> None:
     """Run one role in this process until SIGINT/SIGTERM."""
+    from topics.admin import ensure_topics
     from workers.loop import StopFlag
+
+    # idempotent, so any role can start first against a fresh broker (compose, Kubernetes)
+    ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
 
     if role == "router":
         from pipeline.router import run_router

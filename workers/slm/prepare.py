@@ -42,12 +42,16 @@ def is_complete(path: Path) -> bool:
 
 def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace every MatMul with a constant weight (projections and lm_head) by MatMulNBits."""
+    root = logging.getLogger()
+    root_handlers, root_level = root.handlers[:], root.level
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as exc:  # the quantizer imports onnx_ir, not an onnxruntime dependency
         raise ConfigError(
             f"int8 quantization needs onnxruntime's quantizer deps ({exc}): pip install onnx-ir"
         ) from exc
+    # Importing it runs logging.basicConfig(level=INFO): undo that on the root logger.
+    root.handlers[:], root.level = root_handlers, root_level
     quant_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = quant_log.level
     quant_log.setLevel(logging.WARNING)  # it logs one INFO line per node

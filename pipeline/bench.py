@@ -1,0 +1,147 @@
+"""`pointsman bench router`: router throughput against a plain confluent-kafka loop, one run.
+
+Three measurements on the same broker and the same pre-filled topic:
+  core      RouterCore.route_batch in-process, no Kafka: the CPU cost of the decisions alone
+  baseline  a plain confluent-kafka consume -> produce -> commit loop (the ceiling for Python)
+  router    the real Faust router process (`pointsman run router`)
+Kafka rates count from the first output message to the last, so process start-up is excluded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from infra import kafka
+from infra.kafka_io import Outgoing, OutputProducer, new_consumer
+from pipeline.config import Config
+from pipeline.decide import Incoming, RouterCore
+from pipeline.exact_cache import ExactCache
+from pipeline.policy import make_policy
+from topics.admin import ensure_topics
+from topics.names import Topics, TopicSpec
+
+
+def workload(n: int, seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        if i % 100 == 99:
+            lines.append(b'{"tenant": "acme", "text": 42}')  # 1% malformed
+            continue
+        j = rng.randrange(n) if rng.random() < 0.2 else i  # 20% repeats
+        lines.append(json.dumps({"id": f"b{i}", "tenant": ("acme", "globex")[j % 2],
+                                 "text": f"Question number {j}: what is {j} squared? ünï",
+                                 "max_tokens": 64}, ensure_ascii=False).encode())
+    return lines
+
+
+def bench_core(lines: list[bytes], topics: Topics) -> dict[str, Any]:
+    core = RouterCore(topics, make_policy("baseline-length"), ExactCache())
+    batch = [Incoming(topics.queries, 0, i, time.time(), None, v) for i, v in enumerate(lines)]
+    started = time.perf_counter()
+    for i in range(0, len(batch), 2000):
+        core.route_batch(batch[i:i + 2000], time.time())
+    seconds = time.perf_counter() - started
+    return {"name": "core (no Kafka)", "messages": len(lines), "seconds": seconds}
+
+
+def _outputs(consumer: Consumer, topics: list[str]) -> int:
+    total = 0
+    for topic in topics:
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    return total
+
+
+def _time_outputs(bootstrap: str, topics: list[str], expected: int, timeout: float) -> float:
+    """Seconds from the first output message to the last."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "pointsman-bench-probe"})
+    first = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            seen = _outputs(probe, topics)
+            now = time.perf_counter()
+            if seen > 0 and first is None:
+                first = now
+            if seen >= expected:
+                return now - (first or now)
+            time.sleep(0.02)
+    finally:
+        probe.close()
+    raise TimeoutError(f"only {seen}/{expected} outputs after {timeout}s")
+
+
+def bench_baseline(bootstrap: str, topics: Topics, n: int, out_topic: str) -> dict[str, Any]:
+    """consume -> produce each message unchanged -> flush -> commit, in batches of 2000."""
+    consumer = new_consumer(bootstrap, f"bench-baseline-{uuid.uuid4().hex[:6]}", [topics.queries])
+    producer = OutputProducer(bootstrap)
+    done, started = 0, None
+    while done < n:
+        messages = [m for m in consumer.consume(2000, timeout=1.0) if m.error() is None]
+        if not messages:
+            continue
+        started = started or time.perf_counter()
+        producer.send([Outgoing(out_topic, m.key(), m.value()) for m in messages])
+        producer.deliver()
+        consumer.commit(asynchronous=False)
+        done += len(messages)
+    seconds = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return {"name": "plain confluent-kafka loop", "messages": n, "seconds": seconds}
+
+
+def bench_router_process(config: Config, topics: Topics, n: int) -> dict[str, Any]:
+    env = {**os.environ, "POINTSMAN_TOPIC_PREFIX": topics.prefix,
+           "POINTSMAN_KAFKA_BOOTSTRAP": config.bootstrap}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "router"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        outputs = [topics.route_slm, topics.route_llm, topics.results, topics.deadletter]
+        seconds = _time_outputs(config.bootstrap, outputs, n, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"name": "Faust router (1 process)", "messages": n, "seconds": seconds}
+
+
+def bench_router(config: Config, console: Console, *, messages: int, as_json: bool) -> None:
+    kafka.start(config.kafka())
+    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
+    out = TopicSpec(topics.prefix + "baseline.out", config.partitions, {})
+    ensure_topics(config.bootstrap, [*topics.specs(config.partitions), out])
+    lines = workload(messages)
+    producer = Producer({"bootstrap.servers": config.bootstrap, "linger.ms": 20,
+                         "queue.buffering.max.messages": 2_000_000})
+    for line in lines:
+        producer.produce(topics.queries, line)
+    producer.flush()
+    rows = [bench_core(lines, topics),
+            bench_baseline(config.bootstrap, topics, messages, out.name),
+            bench_router_process(config, topics, messages)]
+    for row in rows:
+        row["per_s"] = round(row["messages"] / row["seconds"]) if row["seconds"] else None
+    baseline = rows[1]["per_s"]
+    for row in rows:
+        row["vs_baseline"] = round(row["per_s"] / baseline, 2) if baseline and row["per_s"] else None
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"router throughput, {messages} messages, {config.partitions} partitions")
+    for column in ("name", "messages", "seconds", "per_s", "vs_baseline"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], str(row["messages"]), f"{row['seconds']:.2f}",
+                      str(row["per_s"]), str(row["vs_baseline"]))
+    console.print(table)
