@@ -49,9 +49,7 @@ def reference_logits(cfg: LlamaConfig, w: dict[str, np.ndarray], ids: list[int])
     return rms(x, f64["model.norm.weight"]) @ head.T
 
 
-def _run(
-    session: ort.InferenceSession, cfg: LlamaConfig, ids: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
+def _run(session: ort.InferenceSession, cfg: LlamaConfig, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
     feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
     for i in range(cfg.num_hidden_layers):
@@ -96,14 +94,8 @@ def test_left_padded_batch_matches_reference() -> None:
 
 
 def test_unpermute_inverts_llama_cpp_permute() -> None:
-    def permute(
-        w: np.ndarray, n_head: int
-    ) -> np.ndarray:  # convert_hf_to_gguf.py's LlamaModel.permute
-        return (
-            w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(w.shape)
-        )
+    def permute(w: np.ndarray, n_head: int) -> np.ndarray:  # convert_hf_to_gguf.py's LlamaModel.permute
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
     w = np.random.default_rng(0).standard_normal((3 * 16, 8))
     np.testing.assert_array_equal(unpermute_qk(permute(w, 3), 3), w)

@@ -59,9 +59,7 @@ def test_batched_equals_unbatched(engine: SlmEngine) -> None:
     assert [g.text for g in batched] == [g.text for g in single]
     assert [g.completion_tokens for g in batched] == [g.completion_tokens for g in single]
     assert [g.finish_reason for g in batched] == [g.finish_reason for g in single]
-    np.testing.assert_allclose(
-        [g.confidence for g in batched], [g.confidence for g in single], atol=1e-4
-    )
+    np.testing.assert_allclose([g.confidence for g in batched], [g.confidence for g in single], atol=1e-4)
 
 
 @pytest.mark.parametrize("max_tokens", [1, 3, 20])
@@ -102,12 +100,8 @@ def test_without_chat_template_contents_are_joined(model_dir: Path, tmp_path: Pa
 
 def test_kv_cache_matches_full_recompute(model_dir: Path) -> None:
     cfg = tiny_config()
-    session = ort.InferenceSession(
-        str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    past_names = [
-        f"past_key_values.{i}.{k}" for i in range(cfg.num_hidden_layers) for k in ("key", "value")
-    ]
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    past_names = [f"past_key_values.{i}.{k}" for i in range(cfg.num_hidden_layers) for k in ("key", "value")]
     present_names = [n.replace("past_key_values", "present") for n in past_names]
     # Row 0 is left-padded by 3, so the padding path is checked step by step too.
     ids = np.array(
@@ -128,9 +122,7 @@ def test_kv_cache_matches_full_recompute(model_dir: Path) -> None:
         logits, *present = session.run(["logits", *present_names], feeds)
         return logits, present
 
-    empty = [
-        np.zeros((2, cfg.num_key_value_heads, 0, cfg.head_dim), np.float32) for _ in past_names
-    ]
+    empty = [np.zeros((2, cfg.num_key_value_heads, 0, cfg.head_dim), np.float32) for _ in past_names]
     full, _ = run(0, ids.shape[1], empty)
     logits, past = run(0, 5, empty)
     steps = [logits]

@@ -76,9 +76,7 @@ class SlmEngine:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(model_path), opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ConfigError(f"onnxruntime cannot load {model_path}: {exc}") from exc
 
@@ -101,9 +99,7 @@ class SlmEngine:
         self._head_dim = (
             int(first.shape[3])
             if isinstance(first.shape[3], int)
-            else int(
-                config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-            )
+            else int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
         )
         self._kv_dtype = _ORT_FLOAT.get(first.type, np.float32)
 
@@ -113,8 +109,7 @@ class SlmEngine:
         tok_vocab = self._tokenizer.get_vocab_size(with_added_tokens=True)
         if vocab is not None and tok_vocab > int(vocab):
             raise ConfigError(
-                f"tokenizer in {self.model_dir} has {tok_vocab} tokens "
-                f"but the model only {vocab} logits"
+                f"tokenizer in {self.model_dir} has {tok_vocab} tokens but the model only {vocab} logits"
             )
 
         self._eos = set(_ids(gen_config.get("eos_token_id")) or _ids(config.get("eos_token_id")))
@@ -156,9 +151,7 @@ class SlmEngine:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if not prompts:
             return []
-        encoded = [
-            self._tokenizer.encode(self._render(p), add_special_tokens=False).ids for p in prompts
-        ]
+        encoded = [self._tokenizer.encode(self._render(p), add_special_tokens=False).ids for p in prompts]
         for ids in encoded:
             if not ids:
                 raise PermanentError("prompt renders to zero tokens")
@@ -194,10 +187,7 @@ class SlmEngine:
             input_ids[row, width - len(ids) :] = ids  # left padding keeps the newest token last
             mask[row, width - len(ids) :] = 1
         positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        past = [
-            np.zeros((n, self._kv_heads, 0, self._head_dim), self._kv_dtype)
-            for _ in self._past_names
-        ]
+        past = [np.zeros((n, self._kv_heads, 0, self._head_dim), self._kv_dtype) for _ in self._past_names]
 
         tokens: list[list[int]] = [[] for _ in encoded]
         logprobs: list[list[float]] = [[] for _ in encoded]

