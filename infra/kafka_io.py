@@ -71,16 +71,60 @@ class OutputProducer:
         remaining = self._producer.flush(timeout)
         self._raise_errors(remaining)
 
-    async def deliver_async(self, timeout: float = 60.0) -> None:
-        remaining = await asyncio.to_thread(self._producer.flush, timeout)
-        self._raise_errors(remaining)
-
     def _raise_errors(self, remaining: int) -> None:
         errors, self._errors = self._errors, []
         if remaining:
             raise RetryableError(f"{remaining} messages not delivered in time")
         if errors:
             raise RetryableError(f"{len(errors)} messages failed delivery: {errors[0]}")
+
+
+class PipelinedProducer:
+    """Produce batches without waiting for the broker: `send` returns a future that resolves when
+    every message of the batch is acknowledged, so a caller can ack its input then while it
+    already works on the next batch. At most `max_in_flight` batches are outstanding: beyond that
+    `send` waits, which is the back-pressure on the consumer. Call `poll_forever` as a task."""
+
+    def __init__(self, bootstrap: str, *, max_in_flight: int = 8, **overrides: Any) -> None:
+        self._producer = Producer(producer_config(bootstrap, **overrides))
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def send(self, batch: list[Outgoing]) -> asyncio.Future[None]:
+        await self._slots.acquire()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda _: self._slots.release())
+        remaining = len(batch)
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(RetryableError(f"delivery failed: {error}"))
+            elif remaining == 0:
+                done.set_result(None)
+
+        if not batch:
+            done.set_result(None)
+        for out in batch:
+            while True:
+                try:
+                    self._producer.produce(out.topic, out.value, out.key, on_delivery=on_delivery)
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self._producer.poll(0)
+                    await asyncio.sleep(0.01)
+        return done
+
+    async def poll_forever(self, interval_s: float = 0.003) -> None:
+        # delivery callbacks run inside poll(), here on the event loop: no thread hand-off
+        while True:
+            self._producer.poll(0)
+            await asyncio.sleep(interval_s)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return self._producer.flush(timeout)
 
 
 def new_consumer(bootstrap: str, group: str, topics: list[str], **overrides: Any) -> Consumer:

@@ -14,7 +14,8 @@ from pipeline.config import Config
 from topics.admin import ensure_topics
 from topics.errors import ConfigError
 
-console = Console()
+# rich assumes 80 columns when piped; the report table needs more
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def up(config: Config) -> None:

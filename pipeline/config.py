@@ -27,7 +27,7 @@ ENV_DOC = {
     "http(s)://user:pass@host:8123",
     "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
     "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
-    "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.3)",
+    "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
     "POINTSMAN_LLM_BASE_URL": "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 "
     "(default: a local stand-in serving the SLM)",
     "POINTSMAN_LLM_API_KEY": "API key for the LLM upstream (never logged or stored)",
@@ -45,7 +45,7 @@ class Config:
     dsn: str = ""
     slm_model: Path = Path()
     slm_threads: int = 2
-    slm_escalate_below: float = 0.3
+    slm_escalate_below: float = 0.4
     llm_base_url: str = ""  # empty: the llm role serves a local stand-in
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
@@ -63,7 +63,7 @@ class Config:
             dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
             slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
-            slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.3")),
+            slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.4")),
             llm_base_url=env.get("POINTSMAN_LLM_BASE_URL", ""),
             llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
             llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),

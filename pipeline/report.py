@@ -13,12 +13,12 @@ REPORT_SQL = """
 SELECT
     route,
     count() AS queries,
-    round(quantile(0.5)(total_ms), 1) AS p50_ms,
-    round(quantile(0.95)(total_ms), 1) AS p95_ms,
-    round(quantile(0.99)(total_ms), 1) AS p99_ms,
-    round(avg(inference_ms), 1) AS avg_inference_ms,
+    round(quantile(0.5)(total_ms)) AS p50_ms,
+    round(quantile(0.95)(total_ms)) AS p95_ms,
+    round(quantile(0.99)(total_ms)) AS p99_ms,
+    round(avg(inference_ms)) AS infer_ms,
     sum(prompt_tokens + completion_tokens) AS tokens,
-    round(sum(cost_usd), 6) AS cost_usd,
+    round(sum(cost_usd), 5) AS cost_usd,
     countIf(error != '') AS errors
 FROM pointsman.results FINAL
 GROUP BY route
@@ -44,14 +44,19 @@ def collect(reader: Reader) -> dict[str, Any]:
     }
 
 
+def _cell(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def render(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="Pointsman — outcomes by route")
-    for name in ("route", "queries", "p50_ms", "p95_ms", "p99_ms", "avg_inference_ms", "tokens",
-                 "cost_usd", "errors"):
-        table.add_column(name, justify="left" if name == "route" else "right")
+    columns = ("route", "queries", "p50_ms", "p95_ms", "p99_ms", "infer_ms", "tokens", "cost_usd",
+               "errors")
+    for name in columns:
+        table.add_column(name, justify="left" if name == "route" else "right", no_wrap=True)
     for row in report["routes"]:
-        table.add_row(*(str(row[c]) for c in [col.header for col in table.columns]))
+        table.add_row(*(_cell(row[c]) for c in columns))
     console.print(table)
     totals = report["totals"]
     console.print(

@@ -1,20 +1,23 @@
 """The Faust router: a thin agent over RouterCore.
 
 Each agent takes a micro-batch of raw events without acking them, routes the batch with pure
-code, produces the outputs through confluent-kafka, waits for the broker's acknowledgement, and
-only then acks the events, so Faust commits an offset only once its output is safe.
+code and hands the outputs to confluent-kafka. The events are acked only when the broker has
+acknowledged every output of their batch, so Faust commits an offset only once its output is
+safe; meanwhile the agent already routes the next batch (a bounded number are in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass
 
 import faust
 
-from infra.kafka_io import OutputProducer
+from infra.kafka_io import PipelinedProducer
 from pipeline.cache_feed import ResultsFeed
 from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
@@ -34,6 +37,7 @@ class RouterSettings:
     cache_ttl_s: float = 3600.0
     cache_entries: int = 200_000
     app_id: str = "pointsman-router"
+    max_in_flight: int = 8  # batches produced but not yet acknowledged by the broker
     # backfill yields to live traffic: it waits while the live lane had a full batch recently
     backfill_yield_s: float = 0.5
 
@@ -47,7 +51,7 @@ def build_app(settings: RouterSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=settings.batch_size * 2,
+        stream_buffer_maxsize=settings.batch_size * 4,
         topic_disable_leader=True,
     )
     core = RouterCore(
@@ -55,7 +59,7 @@ def build_app(settings: RouterSettings) -> faust.App:
         make_policy(settings.policy),
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
     )
-    producer = OutputProducer(settings.bootstrap)
+    producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)
     feed = ResultsFeed(
         settings.bootstrap, settings.topics.results, core.learn, lookback_s=settings.cache_ttl_s
     )
@@ -67,10 +71,8 @@ def build_app(settings: RouterSettings) -> faust.App:
             if live and len(events) >= settings.batch_size:
                 live_busy_until = time.monotonic() + settings.backfill_yield_s
             batch = [_incoming(event) for event in events]
-            producer.send(core.route_batch(batch, time.time()))
-            await producer.deliver_async()
-            for event in events:
-                await stream.ack(event)
+            delivered = await producer.send(core.route_batch(batch, time.time()))
+            app.loop.create_task(_ack_when_delivered(stream, events, delivered))
             if not live:
                 while time.monotonic() < live_busy_until:
                     await asyncio.sleep(0.05)
@@ -89,9 +91,27 @@ def build_app(settings: RouterSettings) -> faust.App:
     async def start_feed() -> None:
         feed.start()
 
+    @app.task
+    async def poll_deliveries() -> None:
+        await producer.poll_forever()
+
     app.router_core = core  # type: ignore[attr-defined]  # for tests and stats
     app.results_feed = feed  # type: ignore[attr-defined]
     return app
+
+
+async def _ack_when_delivered(
+    stream: faust.StreamT, events: list[faust.EventT], delivered: asyncio.Future[None]
+) -> None:
+    try:
+        await delivered
+    except Exception:
+        # never ack what may not have been written: stop, and the restart replays these events
+        log.critical("router output not delivered; shutting down to replay", exc_info=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    for event in events:
+        await stream.ack(event)
 
 
 def _incoming(event: faust.EventT) -> Incoming:

@@ -87,7 +87,8 @@ class LlmHandler:
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             inference_ms=(time.perf_counter() - started) * 1000,
             cost_usd=self.prices.llm_cost(
-                completion.model, completion.prompt_tokens, completion.completion_tokens
+                completion.model, completion.prompt_tokens, completion.completion_tokens,
+                configured=self.client.settings.model,
             ),
         )
 

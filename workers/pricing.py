@@ -19,8 +19,20 @@ class PriceTable:
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     cpu_hour_usd: float = 0.04  # one vCPU-hour of a cloud instance, for local inference
 
-    def llm_cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        prompt, completion = self.prices.get(model, FALLBACK_PRICE)
+    def price(self, model: str, configured: str = "") -> tuple[float, float]:
+        """Exact name, else the longest known prefix (upstreams answer with dated names such as
+        gpt-4o-mini-2024-07-18), else the model we asked for, else the fallback."""
+        for name in (model, configured):
+            if name in self.prices:
+                return self.prices[name]
+            prefixes = [k for k in self.prices if name.startswith(k)]
+            if prefixes:
+                return self.prices[max(prefixes, key=len)]
+        return FALLBACK_PRICE
+
+    def llm_cost(self, model: str, prompt_tokens: int, completion_tokens: int,
+                 configured: str = "") -> float:
+        prompt, completion = self.price(model, configured)
         return (prompt_tokens * prompt + completion_tokens * completion) / 1e6
 
     def cpu_cost(self, seconds: float, threads: int) -> float:

@@ -167,7 +167,8 @@ class SlmEngine:
             confidence = float(np.exp(np.mean(lps))) if lps else 0.0
             results.append(
                 Generation(
-                    text=self._tokenizer.decode(text_ids, skip_special_tokens=True),
+                    # a cut at max_tokens can split a UTF-8 sequence: drop the dangling replacement char
+                    text=self._tokenizer.decode(text_ids, skip_special_tokens=True).rstrip("\ufffd"),
                     prompt_tokens=len(ids),
                     completion_tokens=len(text_ids),
                     confidence=min(1.0, max(0.0, confidence)),
