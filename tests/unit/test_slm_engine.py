@@ -82,7 +82,7 @@ def test_stops_on_eos(model_dir: Path, engine: SlmEngine, tmp_path: Path) -> Non
     gen = SlmEngine(dst).generate(PROMPTS[:1], max_tokens=8)[0]
     assert gen.finish_reason == "stop"
     assert gen.completion_tokens == cut
-    assert gen.text == engine._tokenizer.decode(ids[:cut])
+    assert gen.text == engine._tokenizer.decode(ids[:cut]).rstrip("\ufffd")  # no dangling half char
 
 
 def test_argument_errors(engine: SlmEngine) -> None:
