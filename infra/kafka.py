@@ -276,6 +276,17 @@ def _log_tail(cfg: LocalKafkaConfig, since: dict[Path, int]) -> str:
     return "\n".join(parts) or f"(nothing new in {cfg.home / 'logs'})"
 
 
+def _coordinator_ready(admin: AdminClient) -> bool:
+    """Consumer groups work: the group coordinator (and __consumer_offsets) has finished loading.
+    Without this the first consumers of a fresh broker log a burst of coordinator errors."""
+    future = admin.describe_consumer_groups(["pointsman-readiness-probe"], request_timeout=5)
+    try:
+        future["pointsman-readiness-probe"].result(6)
+        return True
+    except KafkaException:
+        return False
+
+
 def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Path, int]) -> None:
     """Until the broker serves metadata with itself registered, i.e. clients can really use it."""
     admin: AdminClient | None = None
@@ -288,7 +299,7 @@ def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Pa
         if _answers(cfg.port):  # only then ask librdkafka: spares its connection-refused noise
             admin = admin or AdminClient({"bootstrap.servers": cfg.bootstrap, "log_level": 2})
             with contextlib.suppress(KafkaException):
-                if admin.list_topics(timeout=2).brokers:
+                if admin.list_topics(timeout=2).brokers and _coordinator_ready(admin):
                     return
         time.sleep(0.2)
     raise InfraError(

@@ -78,4 +78,5 @@ class ResultsFeed:
         except Exception:
             log.exception("results feed stopped")
         finally:
+            self.caught_up.set()  # never leave the router waiting on a feed that is gone
             consumer.close()

@@ -38,6 +38,7 @@ class RouterSettings:
     cache_entries: int = 200_000
     app_id: str = "pointsman-router"
     max_in_flight: int = 8  # batches produced but not yet acknowledged by the broker
+    cache_warmup_s: float = 30.0  # at most this long waiting for the cache replay at start
     # backfill yields to live traffic: it waits while the live lane had a full batch recently
     backfill_yield_s: float = 0.5
 
@@ -67,6 +68,8 @@ def build_app(settings: RouterSettings) -> faust.App:
 
     async def route_stream(stream: faust.StreamT, *, live: bool) -> None:
         nonlocal live_busy_until
+        # route with a warm cache: replay the recent results first (bounded, never blocks forever)
+        await asyncio.to_thread(feed.caught_up.wait, settings.cache_warmup_s)
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
             if live and len(events) >= settings.batch_size:
                 live_busy_until = time.monotonic() + settings.backfill_yield_s
@@ -130,4 +133,5 @@ def run_router(settings: RouterSettings, *, loglevel: str = "warn") -> None:
     """Run until SIGINT/SIGTERM (Faust's worker installs the handlers and shuts down cleanly)."""
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # its cursor escape codes end up in logs and the demo's output
     worker.execute_from_commandline()
