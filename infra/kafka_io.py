@@ -4,10 +4,11 @@ confirms delivery before the caller commits its input offsets (at-least-once).""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from topics.errors import RetryableError
 
@@ -127,7 +128,12 @@ class PipelinedProducer:
         return self._producer.flush(timeout)
 
 
-def new_consumer(bootstrap: str, group: str, topics: list[str], **overrides: Any) -> Consumer:
+def new_consumer(bootstrap: str, group: str, topics: list[str], *,
+                 on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+                 **overrides: Any) -> Consumer:
     consumer = Consumer(consumer_config(bootstrap, group, **overrides))
-    consumer.subscribe(topics)
+    if on_revoke is None:
+        consumer.subscribe(topics)
+    else:
+        consumer.subscribe(topics, on_revoke=on_revoke)
     return consumer

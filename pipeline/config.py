@@ -13,7 +13,9 @@ from pipeline.sink import SinkSettings
 from topics.names import Topics
 from workers.llm_client import LlmSettings
 from workers.llm_worker import LlmWorkerSettings
+from workers.pricing import PriceTable
 from workers.slm_worker import SlmWorkerSettings
+from workers.upstreams import Upstream, load_upstreams
 
 DEFAULT_MODEL = "smollm2-135m-instruct-int8"
 
@@ -32,6 +34,8 @@ ENV_DOC = {
     "(default: a local stand-in serving the SLM)",
     "POINTSMAN_LLM_API_KEY": "API key for the LLM upstream (never logged or stored)",
     "POINTSMAN_LLM_MODEL": "model name sent upstream (default gpt-4o-mini)",
+    "POINTSMAN_LLM_UPSTREAMS_FILE": "TOML file: several upstreams in fallback order, limits, prices "
+    "(see workers/upstreams.py); overrides the three above",
     "POINTSMAN_ROUTING_POLICY": "baseline-length (default), always-slm, always-llm",
 }
 
@@ -49,6 +53,7 @@ class Config:
     llm_base_url: str = ""  # empty: the llm role serves a local stand-in
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
+    llm_upstreams_file: str = ""
     policy: str = "baseline-length"
 
     @classmethod
@@ -67,6 +72,7 @@ class Config:
             llm_base_url=env.get("POINTSMAN_LLM_BASE_URL", ""),
             llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
             llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),
+            llm_upstreams_file=env.get("POINTSMAN_LLM_UPSTREAMS_FILE", ""),
             policy=env.get("POINTSMAN_ROUTING_POLICY", "baseline-length"),
         )
 
@@ -91,10 +97,21 @@ class Config:
         )
 
     def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
-        llm = LlmSettings(
-            base_url=base_url or self.llm_base_url, model=self.llm_model, api_key=self.llm_api_key
-        )
+        """Upstreams from POINTSMAN_LLM_UPSTREAMS_FILE, else the one from base URL/model/key."""
+        if self.llm_upstreams_file:
+            upstreams, _prices = load_upstreams(Path(self.llm_upstreams_file))
+        else:
+            upstreams = [Upstream("default", base_url or self.llm_base_url, self.llm_model,
+                                  api_key=self.llm_api_key)]
+        llm = LlmSettings(upstreams=tuple(upstreams))
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, group=self.group("llm"))
+
+    def prices(self) -> PriceTable:
+        table = PriceTable()
+        if self.llm_upstreams_file:
+            _upstreams, overrides = load_upstreams(Path(self.llm_upstreams_file))
+            table.prices.update(overrides)
+        return table
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"))

@@ -50,7 +50,7 @@ def _run_llm(config: Config, stop: object) -> None:
 
     server = None
     base_url = config.llm_base_url
-    if not base_url:
+    if not base_url and not config.llm_upstreams_file:
         engine, model = None, "standin-echo"
         if (config.slm_model / "model.onnx").exists():
             from workers.slm.engine import SlmEngine
@@ -62,7 +62,7 @@ def _run_llm(config: Config, stop: object) -> None:
         print(f"LLM track: {STANDIN_NOTICE} at {base_url}, model {model} "
               "(set POINTSMAN_LLM_BASE_URL for a real remote LLM)", flush=True)
     try:
-        run_llm_worker(config.llm(base_url), stop)  # type: ignore[arg-type]
+        run_llm_worker(config.llm(base_url), stop, prices=config.prices())  # type: ignore[arg-type]
     finally:
         if server is not None:
             server.stop()

@@ -63,6 +63,8 @@ def validate(
         raise InvalidMessage(
             f"temperature {query.temperature} out of range 0-{limits.max_temperature}"
         )
+    if query.deadline_s is not None and not query.deadline_s > 0:
+        raise InvalidMessage(f"deadline_s {query.deadline_s} must be positive")
     return msgspec.structs.replace(
         query,
         id=query.id or origin,

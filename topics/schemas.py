@@ -31,6 +31,7 @@ class Query(msgspec.Struct, frozen=True, omit_defaults=True):
     temperature: float = 0.0
     metadata: dict[str, Any] = {}
     submitted_at: float | None = None
+    deadline_s: float | None = None  # answer within this many seconds of submitted_at, or fail
 
     def chat(self) -> list[ChatMessage]:
         """The query as chat messages, whichever form it arrived in."""

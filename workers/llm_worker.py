@@ -1,24 +1,34 @@
-"""LLM proxy worker: answers route.llm requests through an OpenAI-compatible upstream."""
+"""LLM proxy worker: answers route.llm requests through OpenAI-compatible upstreams.
+
+Unlike the batch loop, calls run concurrently and finish out of order: each message is a task,
+its offset is committed once it and every earlier one are done (workers/offsets.py). When
+`max_in_flight` messages are open the consumer's partitions are paused, so a slow upstream
+builds lag in Kafka, not memory in this process. Identical queries in flight share one call.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 import httpx
-from confluent_kafka import Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from infra.kafka_io import Outgoing, OutputProducer
+from infra.kafka_io import Outgoing, PipelinedProducer, new_consumer
 from topics.codec import encode
 from topics.errors import PointsmanError
 from topics.names import Topics
-from topics.schemas import DeadLetter
-from workers.answers import Answer, decode_requests, results_for_group
-from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
+from topics.schemas import DeadLetter, RouteRequest
+from workers.answers import Answer, decode_requests, result_for
+from workers.coalesce import RecentAnswers
 from workers.llm_client import ChatClient, LlmSettings
-from workers.loop import LoopSettings, StopFlag, producing, run_loop
+from workers.loop import StopFlag
+from workers.offsets import OffsetTracker
 from workers.pricing import PriceTable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,93 +36,162 @@ class LlmWorkerSettings:
     bootstrap: str
     topics: Topics
     llm: LlmSettings
-    batch_size: int = 64
-    batch_wait_s: float = 0.05
+    max_in_flight: int = 256
+    default_deadline_s: float = 120.0
+    commit_interval_s: float = 1.0
     group: str = "pointsman-llm"
 
 
-class LlmHandler:
-    """Sync facade for the worker loop: each batch runs its upstream calls concurrently."""
-
+class LlmWorker:
     def __init__(self, settings: LlmWorkerSettings, client: ChatClient, prices: PriceTable,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 producer: PipelinedProducer | None = None) -> None:
         self.settings = settings
         self.client = client
         self.prices = prices
-        self.loop = loop
+        self.tracker = OffsetTracker()
         self.recent: RecentAnswers[Answer] = RecentAnswers()
+        self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
+        self._producer = producer
+        self.peak_in_flight = 0
 
-    def __call__(self, messages: list[Message]) -> list[Outgoing]:
-        return self.loop.run_until_complete(self.handle(messages))
+    @property
+    def producer(self) -> PipelinedProducer:
+        if self._producer is None:  # created on first use: answering needs no broker
+            self._producer = PipelinedProducer(self.settings.bootstrap,
+                                               max_in_flight=self.settings.max_in_flight)
+        return self._producer
 
-    async def handle(self, messages: list[Message]) -> list[Outgoing]:
+    async def run(self, stop: StopFlag) -> None:
+        consumer = new_consumer(self.settings.bootstrap, self.settings.group,
+                                [self.settings.topics.route_llm], on_revoke=self._on_revoke)
+        poller = asyncio.create_task(self.producer.poll_forever())
+        tasks: set[asyncio.Task[None]] = set()
+        paused = False
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                room = self.settings.max_in_flight - self.tracker.in_flight
+                if room <= 0:
+                    consumer.pause(consumer.assignment())  # back-pressure: lag stays in Kafka
+                    paused = True
+                elif paused:
+                    consumer.resume(consumer.assignment())
+                    paused = False
+                # timeout=0 never blocks: the event loop keeps serving the calls in flight; a paused
+                # consumer still polls, which keeps it in the group
+                messages = consumer.consume(max(room, 1), timeout=0)
+                for message in messages:
+                    if message.error() is None:
+                        self._start(message, tasks)
+                if time.monotonic() - last_commit >= self.settings.commit_interval_s:
+                    self._commit(consumer)
+                    last_commit = time.monotonic()
+                await asyncio.sleep(0.002 if not messages else 0)
+            await asyncio.gather(*tasks, return_exceptions=True)  # finish what is open, then commit
+            self.producer.flush()
+            self._commit(consumer)
+        finally:
+            poller.cancel()
+            consumer.close()
+
+    def _start(self, message: Message, tasks: set[asyncio.Task[None]]) -> None:
+        tp = (message.topic(), message.partition())
+        self.tracker.started(tp, message.offset())
+        self.peak_in_flight = max(self.peak_in_flight, self.tracker.in_flight)
+        task = asyncio.create_task(self._handle(message, tp))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _handle(self, message: Message, tp: tuple[str, int]) -> None:
+        picked, out = decode_requests([message], self.settings.topics)
+        for item in picked:
+            out += await self._answer(item.request, item.picked_at)
+        delivered = await self.producer.send(out)
+        try:
+            await delivered
+        except PointsmanError:
+            # not written, so not finished: its offset stays uncommitted and is replayed on restart
+            log.error("results for offset %s:%d not delivered", tp, message.offset(), exc_info=True)
+            return
+        self.tracker.finished(tp, message.offset())
+
+    async def _answer(self, request: RouteRequest, picked_at: float) -> list[Outgoing]:
+        fp = request.fingerprint
+        shared = self.calls.get(fp)
+        known = self.recent.get(fp, time.time())
+        coalesced = shared is not None or known is not None
+        if shared is not None:
+            answer = await asyncio.shield(shared)
+        elif known is not None:
+            answer = known
+        else:
+            future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            self.calls[fp] = future
+            try:
+                answer = await self._call(request)
+                future.set_result(answer)
+            finally:
+                del self.calls[fp]
+            if answer.error is None:
+                self.recent.put(fp, answer, time.time())
+        route = "escalated" if request.escalation else "llm"
+        result = result_for(request, answer, route, picked_at, coalesced=coalesced)
         topics = self.settings.topics
-        picked, out = decode_requests(messages, topics)
-        if not picked:
-            return out
-        picked_at = picked[0].picked_at
-        groups = group_by_fingerprint([p.request for p in picked])
-        fresh = [g for g in groups if self.recent.get(g.leader.fingerprint, time.time()) is None]
-        answers = await asyncio.gather(*(self._answer(g) for g in fresh))
-        fresh_answers = {g.leader.fingerprint: a for g, a in zip(fresh, answers, strict=True)}
-        for group in groups:
-            answer = fresh_answers.get(group.leader.fingerprint)
-            coalesced = answer is None
-            if answer is None:
-                answer = self.recent.get(group.leader.fingerprint, time.time())
-            assert answer is not None
-            route = "escalated" if group.leader.escalation else "llm"
-            out += results_for_group(group, answer, route, picked_at, topics,
-                                     leader_coalesced=coalesced)
-            if answer.error is not None:
-                out.append(self._dead_letter(group, answer.error))
-            elif not coalesced:
-                self.recent.put(group.leader.fingerprint, answer, time.time())
+        out = [Outgoing(topics.results, request.query_id.encode(), encode(result))]
+        if answer.error is not None:
+            out.append(self._dead_letter(request, answer.error))
         return out
 
-    async def _answer(self, group: Group) -> Answer:
-        query = group.leader.query
+    async def _call(self, request: RouteRequest) -> Answer:
+        query = request.query
+        budget = query.deadline_s or self.settings.default_deadline_s
+        deadline = time.monotonic() + (request.submitted_at + budget - time.time())
         messages = [{"role": m.role, "content": m.content} for m in query.chat()]
         started = time.perf_counter()
         try:
-            completion = await self.client.complete(
-                messages, max_tokens=query.max_tokens, temperature=query.temperature
-            )
+            done = await self.client.complete(messages, max_tokens=query.max_tokens,
+                                              temperature=query.temperature, deadline=deadline)
         except PointsmanError as exc:
-            # retries are spent: answer with the error (and dead-letter it), never loop forever
+            # retries are spent or the deadline passed: answer with the error, never loop forever
             return Answer("", self.client.settings.model, error=f"llm failed: {exc}",
                           inference_ms=(time.perf_counter() - started) * 1000)
         return Answer(
-            text=completion.text, model=completion.model,
-            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-            inference_ms=(time.perf_counter() - started) * 1000,
-            cost_usd=self.prices.llm_cost(
-                completion.model, completion.prompt_tokens, completion.completion_tokens,
-                configured=self.client.settings.model,
-            ),
+            text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens, inference_ms=(time.perf_counter() - started) * 1000,
+            cost_usd=self.prices.llm_cost(done.model, done.prompt_tokens, done.completion_tokens,
+                                          configured=self.client.settings.model),
         )
 
-    def _dead_letter(self, group: Group, error: str) -> Outgoing:
-        request = group.leader
+    def _dead_letter(self, request: RouteRequest, error: str) -> Outgoing:
         letter = DeadLetter(
             reason=error, raw=encode(request.query).decode(), source_topic=self.settings.topics.route_llm,
             query_id=request.query_id, tenant=request.query.tenant, failed_at=time.time(),
         )
         return Outgoing(self.settings.topics.deadletter, request.query_id.encode(), encode(letter))
 
+    def _commit(self, consumer: Consumer, only: set[tuple[str, int]] | None = None) -> None:
+        positions = self.tracker.to_commit(only)
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit failed (the new owner replays these): %s", exc)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit(consumer, revoked)
+        self.tracker.forget(revoked)
+
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,
-                   transport: httpx.AsyncBaseTransport | None = None) -> None:
-    loop = asyncio.new_event_loop()
-    limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
-    http = httpx.AsyncClient(transport=transport, limits=limits)
-    try:
-        handler = LlmHandler(settings, ChatClient(settings.llm, http), PriceTable(), loop)
-        loop_settings = LoopSettings(
-            settings.bootstrap, settings.group, (settings.topics.route_llm,),
-            settings.batch_size, settings.batch_wait_s,
-        )
-        run_loop(loop_settings, producing(handler, OutputProducer(settings.bootstrap)), stop)
-    finally:
-        loop.run_until_complete(http.aclose())
-        loop.close()
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   prices: PriceTable | None = None) -> None:
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
+        async with httpx.AsyncClient(transport=transport, limits=limits) as http:
+            worker = LlmWorker(settings, ChatClient(settings.llm, http), prices or PriceTable())
+            await worker.run(stop)
+
+    asyncio.run(main())

@@ -5,6 +5,7 @@ import pytest
 
 from topics.errors import PermanentError, RetryableError
 from workers.llm_client import ChatClient, LlmSettings
+from workers.upstreams import Upstream
 
 OK = {"model": "m-1", "choices": [{"message": {"role": "assistant", "content": "hi!"}}],
       "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
@@ -22,8 +23,8 @@ def run(responses: list, **settings) -> tuple[object, list[httpx.Request]]:
 
     async def call() -> object:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            client = ChatClient(LlmSettings(base_url="http://up/v1", api_key="sk-secret",
-                                            backoff_s=0.001, **settings), http)
+            upstream = Upstream("up", "http://up/v1", "gpt-4o-mini", api_key="sk-secret")
+            client = ChatClient(LlmSettings(upstreams=(upstream,), backoff_s=0.001, **settings), http)
             return await client.complete([{"role": "user", "content": "x"}], max_tokens=5,
                                          temperature=0.0)
 
@@ -67,4 +68,5 @@ def test_client_errors_and_malformed_bodies_are_permanent_and_not_retried(respon
 
 
 def test_api_key_is_not_in_settings_repr() -> None:
-    assert "sk-secret" not in repr(LlmSettings(api_key="sk-secret"))
+    upstream = Upstream("up", "http://up/v1", "m", api_key="sk-secret")
+    assert "sk-secret" not in repr(LlmSettings(upstreams=(upstream,)))

@@ -1,10 +1,13 @@
 """Worker handlers over real encoded messages, with a stub model and the stand-in LLM."""
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from infra.kafka_io import Outgoing
 from topics.codec import decode, encode
 from topics.names import Topics
 from topics.schemas import DeadLetter, Query, Result, RouteRequest, Timings
@@ -12,9 +15,10 @@ from workers.answers import Answer
 from workers.coalesce import group_by_fingerprint
 from workers.llm_client import ChatClient, LlmSettings
 from workers.llm_standin import Faults, StandinLLM, StandinServer
-from workers.llm_worker import LlmHandler, LlmWorkerSettings
+from workers.llm_worker import LlmWorker, LlmWorkerSettings
 from workers.pricing import PriceTable
 from workers.slm_worker import SlmHandler, SlmWorkerSettings
+from workers.upstreams import Upstream
 
 TOPICS = Topics("w.")
 
@@ -36,10 +40,12 @@ class FakeMessage:
         return self._offset
 
 
-def request(qid: str, text: str, fp: str | None = None, **kw) -> FakeMessage:
-    req = RouteRequest(query=Query(id=qid, text=text, tenant="acme"), query_id=qid,
-                       fingerprint=fp or f"fp-{text}", track="slm", reason="test",
-                       submitted_at=100.0, routed_at=100.0, timings=Timings(), **kw)
+def request(qid: str, text: str, fp: str | None = None, *, age_s: float = 0.0,
+            deadline_s: float | None = None, **kw) -> FakeMessage:
+    now = time.time()
+    req = RouteRequest(query=Query(id=qid, text=text, tenant="acme", deadline_s=deadline_s),
+                       query_id=qid, fingerprint=fp or f"fp-{text}", track="slm", reason="test",
+                       submitted_at=now - age_s, routed_at=now, timings=Timings(), **kw)
     return FakeMessage(encode(req))
 
 
@@ -115,43 +121,47 @@ def standin():
     server.stop()
 
 
-def llm_handler(base_url: str, loop, retries: int = 1) -> tuple[LlmHandler, httpx.AsyncClient]:
-    http = httpx.AsyncClient()
-    settings = LlmWorkerSettings("unused:1", TOPICS, LlmSettings(
-        base_url=base_url, model="gpt-4o-mini", retries=retries, backoff_s=0.01, timeout_s=0.5))
-    return LlmHandler(settings, ChatClient(settings.llm, http), PriceTable(), loop), http
+def answer_all(base_url: str, messages: list[FakeMessage], retries: int = 1,
+               timeout_s: float = 0.5) -> list[Outgoing]:
+    """Run LlmWorker._answer for each request concurrently, as the worker's tasks do."""
+
+    async def main() -> list[Outgoing]:
+        upstream = Upstream("standin", base_url, "gpt-4o-mini", timeout_s=timeout_s)
+        settings = LlmWorkerSettings("127.0.0.1:1", TOPICS, LlmSettings(
+            upstreams=(upstream,), retries=retries, backoff_s=0.01))
+        async with httpx.AsyncClient() as http:
+            worker = LlmWorker(settings, ChatClient(settings.llm, http), PriceTable())
+            requests = [decode(m.value(), RouteRequest) for m in messages]
+            outs = await asyncio.gather(*(worker._answer(r, 100.0) for r in requests))
+        return [o for out in outs for o in out]
+
+    return asyncio.run(main())
 
 
 def test_llm_answers_through_standin_with_cost_and_escalation_route(standin) -> None:
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    handler, http = llm_handler(standin.base_url, loop)
-    out = handler([request("1", "hello there"), request("2", "hello there"),
-                   request("3", "why", escalation="low confidence")])
+    out = answer_all(standin.base_url, [request("1", "hello there"), request("2", "hello there"),
+                                        request("3", "why", escalation="low confidence")])
     results = {r.query_id: r for r in (decode(o.value, Result) for o in out)}
     assert results["1"].route == "llm" and results["1"].answer == "[stand-in] hello there"
     assert results["1"].cost_usd > 0 and results["1"].completion_tokens > 0
-    assert results["2"].route == "coalesced" and results["2"].cost_usd == 0
+    assert results["2"].route == "coalesced" and results["2"].cost_usd == 0  # shared the call
     assert results["3"].route == "escalated"
     assert standin.llm.calls == 2
-    loop.run_until_complete(http.aclose())
-    loop.close()
 
 
 def test_llm_failure_after_retries_gives_error_result_and_dead_letter(standin) -> None:
-    import asyncio
-
     standin.llm.faults.server_error = 1.0
-    loop = asyncio.new_event_loop()
-    handler, http = llm_handler(standin.base_url, loop, retries=2)
-    out = handler([request("1", "hello")])
+    out = answer_all(standin.base_url, [request("1", "hello")], retries=2)
     result = decode(next(o for o in out if o.topic == TOPICS.results).value, Result)
     letter = decode(next(o for o in out if o.topic == TOPICS.deadletter).value, DeadLetter)
     assert result.error and "500" in result.error and result.answer == ""
     assert letter.query_id == "1" and standin.llm.calls == 3  # first try + 2 retries, then stop
-    loop.run_until_complete(http.aclose())
-    loop.close()
+
+
+def test_a_query_past_its_deadline_fails_without_calling_upstream(standin) -> None:
+    out = answer_all(standin.base_url, [request("1", "late", age_s=10, deadline_s=5)])
+    result = decode(next(o for o in out if o.topic == TOPICS.results).value, Result)
+    assert "deadline exceeded" in (result.error or "") and standin.llm.calls == 0
 
 
 def test_answer_defaults_are_free() -> None:
