@@ -36,6 +36,9 @@ ENV_DOC = {
     "POINTSMAN_LLM_MODEL": "model name sent upstream (default gpt-4o-mini)",
     "POINTSMAN_LLM_UPSTREAMS_FILE": "TOML file: several upstreams in fallback order, limits, prices "
     "(see workers/upstreams.py); overrides the three above",
+    "POINTSMAN_LLM_TIMEOUT_S": "per-request timeout for the single upstream (default 30)",
+    "POINTSMAN_LLM_RETRIES": "retries after the first attempt, across upstreams (default 3)",
+    "POINTSMAN_LLM_CONCURRENCY": "upstream calls at once per LLM worker (default 16)",
     "POINTSMAN_ROUTING_POLICY": "baseline-length (default), always-slm, always-llm",
 }
 
@@ -54,6 +57,9 @@ class Config:
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
     llm_upstreams_file: str = ""
+    llm_timeout_s: float = 30.0
+    llm_retries: int = 3
+    llm_concurrency: int = 16
     policy: str = "baseline-length"
 
     @classmethod
@@ -73,6 +79,9 @@ class Config:
             llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
             llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),
             llm_upstreams_file=env.get("POINTSMAN_LLM_UPSTREAMS_FILE", ""),
+            llm_timeout_s=float(env.get("POINTSMAN_LLM_TIMEOUT_S", "30")),
+            llm_retries=int(env.get("POINTSMAN_LLM_RETRIES", "3")),
+            llm_concurrency=int(env.get("POINTSMAN_LLM_CONCURRENCY", "16")),
             policy=env.get("POINTSMAN_ROUTING_POLICY", "baseline-length"),
         )
 
@@ -102,8 +111,9 @@ class Config:
             upstreams, _prices = load_upstreams(Path(self.llm_upstreams_file))
         else:
             upstreams = [Upstream("default", base_url or self.llm_base_url, self.llm_model,
-                                  api_key=self.llm_api_key)]
-        llm = LlmSettings(upstreams=tuple(upstreams))
+                                  api_key=self.llm_api_key, timeout_s=self.llm_timeout_s)]
+        llm = LlmSettings(upstreams=tuple(upstreams), retries=self.llm_retries,
+                          max_concurrency=self.llm_concurrency)
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, group=self.group("llm"))
 
     def prices(self) -> PriceTable:

@@ -1,14 +1,26 @@
-"""Shared test setup.
+"""Shared test setup: one real Kafka broker per test run (started by the project's own infra
+code, only when a test needs it); each pipeline test gets its own topic prefix (so its own
+topics and consumer groups), its own embedded ClickHouse, and role processes run by the CLI.
 
 hypothesis is imported up front: CPython 3.11.7 can raise a spurious "AST constructor recursion
 depth mismatch" SystemError when pytest's assertion rewriter first compiles it late in a session
 that has run background threads (CPython gh-106905).
 """
 
+from __future__ import annotations
+
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis  # noqa: F401
 import pytest
+
+from infra import kafka
+from tests.harness import ROOT, TEST_PORT, Pipeline
+from topics.admin import ensure_topics
+from topics.names import Topics
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -19,3 +31,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.LocalKafkaConfig]:
+    cfg = kafka.LocalKafkaConfig(
+        home=tmp_path_factory.mktemp("kafka"), port=TEST_PORT, controller_port=TEST_PORT + 1
+    )
+    kafka.start(cfg)
+    yield cfg
+    kafka.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def broker(broker_config: kafka.LocalKafkaConfig) -> str:
+    return broker_config.bootstrap
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.slm.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture()
+def pipeline(broker: str, tiny_model: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topics = Topics(prefix)
+    ensure_topics(broker, topics.specs(partitions=3))
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    env = {
+        **os.environ,
+        "POINTSMAN_KAFKA_BOOTSTRAP": broker,
+        "POINTSMAN_TOPIC_PREFIX": prefix,
+        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
+        "POINTSMAN_CLICKHOUSE_DSN": dsn,
+        "POINTSMAN_SLM_MODEL": str(tiny_model),
+        "POINTSMAN_SLM_THREADS": "1",
+        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Pipeline(env, topics, dsn, logs)
+    yield running
+    running.close()

@@ -89,24 +89,25 @@ class ChatClient:
         for attempt in range(self.settings.retries + 1):
             if attempt:
                 await self._sleep(self._backoff(attempt, last), deadline)
-            state = self._pick(failed)
-            if state is None:
-                last = RetryableError(f"every upstream's circuit is open: {self.breaker_states()}")
-                continue
-            await self._wait_for_budget(state, estimate, deadline)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded("deadline exceeded before the upstream answered")
-            try:
-                async with self._slots:
+            # pick only once a slot is free, so the circuit state is fresh when the call starts
+            async with self._slots:
+                state = self._pick(failed)
+                if state is None:
+                    last = RetryableError(f"every upstream's circuit is open: {self.breaker_states()}")
+                    continue
+                await self._wait_for_budget(state, estimate, deadline)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline exceeded before the upstream answered")
+                try:
                     completion = await self._call(state.upstream, messages, max_tokens, temperature,
                                                   _remaining(deadline))
-            except RetryableError as exc:
-                state.breaker.record_failure()
-                failed.add(state.upstream.name)
-                last = exc
-                continue
-            state.breaker.record_success()
-            return completion
+                except RetryableError as exc:
+                    state.breaker.record_failure()
+                    failed.add(state.upstream.name)
+                    last = exc
+                    continue
+                state.breaker.record_success()
+                return completion
         raise last
 
     def _pick(self, failed: set[str]) -> _UpstreamState | None:

@@ -42,6 +42,8 @@ class StandinLLM:
         self._engine_lock = threading.Lock()
         self.calls = 0
         self.failures = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # how many requests it served at once, at most
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -53,6 +55,14 @@ class StandinLLM:
         return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
 
     async def _chat(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         self.calls += 1
         fault = self._draw_fault()
         if fault == "rate_limited":
@@ -137,7 +147,8 @@ class StandinServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(self.llm.app(), access_log=None)
+        # hung handlers must not hold up stop(): cancel them after a second
+        self._runner = web.AppRunner(self.llm.app(), access_log=None, shutdown_timeout=1.0)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         self._loop.run_until_complete(site.start())

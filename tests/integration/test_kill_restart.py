@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import Pipeline
+from tests.harness import Pipeline
 from tests.integration.test_pipeline import LETTERS, RESULTS, assert_exactly_once_rows, send
 from tests.integration.workload import make_workload
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infra.kafka_io import Outgoing, OutputProducer
-from tests.integration.conftest import Pipeline
+from tests.harness import Pipeline
 from tests.integration.workload import Workload, make_workload
 
 pytestmark = pytest.mark.integration

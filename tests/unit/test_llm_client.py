@@ -70,3 +70,27 @@ def test_client_errors_and_malformed_bodies_are_permanent_and_not_retried(respon
 def test_api_key_is_not_in_settings_repr() -> None:
     upstream = Upstream("up", "http://up/v1", "m", api_key="sk-secret")
     assert "sk-secret" not in repr(LlmSettings(upstreams=(upstream,)))
+
+
+def test_falls_back_in_order_and_the_open_circuit_spares_the_dead_upstream() -> None:
+    calls = {"primary": 0, "secondary": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        name = request.url.host
+        calls[name] += 1
+        return httpx.Response(500) if name == "primary" else httpx.Response(200, json=OK)
+
+    async def main() -> list:
+        ups = (Upstream("primary", "http://primary/v1", "m"),
+               Upstream("secondary", "http://secondary/v1", "m"))
+        settings = LlmSettings(upstreams=ups, max_concurrency=4, backoff_s=0.001, breaker_failures=3)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = ChatClient(settings, http)
+            done = await asyncio.gather(*(client.complete([{"role": "user", "content": f"{i}"}],
+                                                          max_tokens=5, temperature=0) for i in range(50)))
+            assert client.breaker_states() == {"primary": "open", "secondary": "closed"}
+            return done
+
+    done = asyncio.run(main())
+    assert all(c.upstream == "secondary" for c in done)
+    assert calls["secondary"] == 50 and calls["primary"] <= 3 + 4  # threshold + calls already started

@@ -74,8 +74,7 @@ def test_max_tokens_and_confidence(engine: SlmEngine, max_tokens: int) -> None:
 
 def test_stops_on_eos(model_dir: Path, engine: SlmEngine, tmp_path: Path) -> None:
     # Declare the 4th greedy token an EOS: generation must stop right before it.
-    prompt = engine._tokenizer.encode(engine._render(PROMPTS[0]), add_special_tokens=False).ids
-    ids = engine._decode([prompt], [8])[0][0]
+    ids = engine.decode_ids([engine.encode(PROMPTS[0])], [8]).tokens[0]
     cut = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])
     dst = _copy(model_dir, tmp_path)
     (dst / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, ids[cut]]}))
@@ -214,14 +213,17 @@ def test_prepare_is_idempotent_and_int8_tracks_fp32(
     assert [p.name for p in (tmp_path / "models").iterdir()] == [int8_dir.name]  # no temp left
 
     graph = onnx.load(str(int8_dir / "model.onnx"), load_external_data=False)
-    assert "MatMulNBits" in {n.op_type for n in graph.graph.node}
+    assert {"MatMulNBits", "GroupQueryAttention"} <= {n.op_type for n in graph.graph.node}
     int8 = SlmEngine(int8_dir)
-    assert int8.model_name == "smollm2-135m-instruct-int8"
+    assert int8.model_name == "smollm2-135m-instruct-int8" and int8.fused
     fp32 = prepare_smollm2(tmp_path / "models", quantize=False)
-    prompt = int8._tokenizer.encode(int8._render(PROMPTS[2]), add_special_tokens=False).ids
-    ref_tokens = SlmEngine(fp32)._decode([prompt], [16])[0][0]
-    assert ref_tokens == engine._decode([prompt], [16])[0][0]  # same weights as the tiny model
-    assert int8._decode([prompt], [16])[0][0][:4] == ref_tokens[:4]
+    prompt = int8.encode(PROMPTS[2])
+    ref_tokens = SlmEngine(fp32).decode_ids([prompt], [16]).tokens[0]
+    assert ref_tokens == engine.decode_ids([prompt], [16]).tokens[0]  # same weights as the tiny model
+    assert int8.decode_ids([prompt], [16]).tokens[0][:4] == ref_tokens[:4]
+    # a directory prepared in the other graph style is rebuilt, not reused
+    plain = prepare_smollm2(tmp_path / "models", quantize=False, fused=False)
+    assert plain == fp32 and not SlmEngine(plain).fused
 
 
 def test_prepare_without_the_gguf_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

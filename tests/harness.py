@@ -1,6 +1,4 @@
-"""Integration fixtures: one real Kafka broker per test run, started by the project's own infra
-code; every test gets its own topic prefix (so its own topics and consumer groups), its own
-embedded ClickHouse directory, and role processes started through the real CLI."""
+"""Test harness: role processes started through the real CLI, and ClickHouse polling."""
 
 from __future__ import annotations
 
@@ -9,39 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from infra import kafka
 from infra.query_server import Reader, wait_for_endpoint
-from topics.admin import ensure_topics
 from topics.names import Topics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TEST_PORT = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT", "39092"))
-
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cfg = kafka.LocalKafkaConfig(
-        home=tmp_path_factory.mktemp("kafka"), port=TEST_PORT, controller_port=TEST_PORT + 1
-    )
-    kafka.start(cfg)
-    yield cfg.bootstrap
-    kafka.stop(cfg)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workers.slm.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @dataclass
@@ -113,27 +86,3 @@ class Pipeline:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-@pytest.fixture()
-def pipeline(broker: str, tiny_model: Path, tmp_path: Path) -> Iterator[Pipeline]:
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    topics = Topics(prefix)
-    ensure_topics(broker, topics.specs(partitions=3))
-    dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    env = {
-        **os.environ,
-        "POINTSMAN_KAFKA_BOOTSTRAP": broker,
-        "POINTSMAN_TOPIC_PREFIX": prefix,
-        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
-        "POINTSMAN_CLICKHOUSE_DSN": dsn,
-        "POINTSMAN_SLM_MODEL": str(tiny_model),
-        "POINTSMAN_SLM_THREADS": "1",
-        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Pipeline(env, topics, dsn, logs)
-    yield running
-    running.close()
