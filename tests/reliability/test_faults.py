@@ -116,3 +116,24 @@ def test_broker_restart_mid_run(pipeline: Pipeline, broker: str,
     record = outcome(pipeline, "broker restart mid-run", len(work.lines), work.valid_ids,
                      work.malformed)
     assert_invariant(record)
+
+
+@pytest.mark.slow
+def test_soak_every_role_killed_in_turn_under_a_failing_upstream(
+        pipeline: Pipeline, broker: str, upstream: StandinServer) -> None:
+    """The long version (POINTSMAN_SLOW=1): 5,000 queries, 30% failing upstream, and each role
+    SIGKILLed and restarted in turn while they flow."""
+    upstream.llm.faults = FAULTS["30% failing upstream (429, 500, hang, slow)"]
+    llm_only(pipeline, upstream.base_url)
+    pipeline.env["POINTSMAN_ROUTING_POLICY"] = "baseline-length"
+    pipeline.start("sink", "router", "slm", "llm")
+    work = make_workload(5000, seed=9, run="soak", long_every=3)
+    send(pipeline, broker, work.lines)
+    for i, role in enumerate(["router", "slm", "llm", "sink"]):
+        pipeline.wait_until(RESULTS, len(work.valid_ids) * (i + 1) // 6, timeout=600)
+        pipeline.kill(role)
+        pipeline.start(role)
+    assert pipeline.wait_until(RESULTS, len(work.valid_ids), timeout=900) == len(work.valid_ids)
+    assert pipeline.wait_until(LETTERS, work.malformed, timeout=60) >= work.malformed
+    assert_invariant(outcome(pipeline, "soak: kill -9 each role + 30% failing upstream",
+                             len(work.lines), work.valid_ids, work.malformed))
