@@ -65,6 +65,7 @@ def build_app(settings: RouterSettings) -> faust.App:
         settings.bootstrap, settings.topics.results, core.learn, lookback_s=settings.cache_ttl_s
     )
     live_busy_until = 0.0
+    acking: set[asyncio.Task[None]] = set()  # referenced until done, or asyncio may drop them
 
     async def route_stream(stream: faust.StreamT, *, live: bool) -> None:
         nonlocal live_busy_until
@@ -75,7 +76,9 @@ def build_app(settings: RouterSettings) -> faust.App:
                 live_busy_until = time.monotonic() + settings.backfill_yield_s
             batch = [_incoming(event) for event in events]
             delivered = await producer.send(core.route_batch(batch, time.time()))
-            app.loop.create_task(_ack_when_delivered(stream, events, delivered))
+            task = app.loop.create_task(_ack_when_delivered(stream, events, delivered))
+            acking.add(task)
+            task.add_done_callback(acking.discard)
             if not live:
                 while time.monotonic() < live_busy_until:
                     await asyncio.sleep(0.05)
@@ -98,8 +101,6 @@ def build_app(settings: RouterSettings) -> faust.App:
     async def poll_deliveries() -> None:
         await producer.poll_forever()
 
-    app.router_core = core  # type: ignore[attr-defined]  # for tests and stats
-    app.results_feed = feed  # type: ignore[attr-defined]
     return app
 
 

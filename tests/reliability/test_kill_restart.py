@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.harness import Pipeline
-from tests.integration.test_pipeline import LETTERS, RESULTS, assert_exactly_once_rows, send
+from tests.integration.test_pipeline import LETTERS, RESULTS, send
 from tests.integration.workload import make_workload
+from tests.reliability.conftest import outcome
+from tests.reliability.test_faults import assert_invariant
 
 pytestmark = pytest.mark.integration
 
@@ -22,4 +24,5 @@ def test_role_killed_midway_loses_nothing(pipeline: Pipeline, broker: str, victi
     pipeline.start(victim)
     assert pipeline.wait_until(RESULTS, len(work.valid_ids), timeout=240) == len(work.valid_ids)
     assert pipeline.wait_until(LETTERS, work.malformed, timeout=30) == work.malformed
-    assert_exactly_once_rows(pipeline, work)
+    assert_invariant(outcome(pipeline, f"kill -9 {victim} mid-run, restart", len(work.lines),
+                             work.valid_ids, work.malformed))
