@@ -3,12 +3,14 @@
 Three measurements on the same broker and the same pre-filled topic:
   core      RouterCore.route_batch in-process, no Kafka: the CPU cost of the decisions alone
   baseline  a plain confluent-kafka consume -> produce -> commit loop (the ceiling for Python)
+  naive     a per-message Faust agent (one await send per event): the usual first attempt
   router    the real Faust router process (`pointsman run router`)
 Kafka rates count from the first output message to the last, so process start-up is excluded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -18,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -60,7 +62,8 @@ def _outputs(consumer: Consumer, topics: list[str]) -> int:
     total = 0
     for topic in topics:
         for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            with contextlib.suppress(KafkaException):  # a new topic's leader may not be known yet
+                total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
     return total
 
 
@@ -116,6 +119,46 @@ def bench_router_process(config: Config, topics: Topics, n: int) -> dict[str, An
     return {"name": "Faust router (1 process)", "messages": n, "seconds": seconds}
 
 
+def naive_app(bootstrap: str, topics: Topics) -> None:
+    """Run a per-message Faust agent over the same topics (what the router improves on)."""
+    import faust
+
+    app = faust.App(f"{topics.prefix}naive", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, consumer_auto_offset_reset="earliest", topic_disable_leader=True)
+    core = RouterCore(topics, make_policy("baseline-length"), ExactCache())
+    source = app.topic(topics.queries, key_serializer="raw", value_serializer="raw")
+    sinks: dict[str, Any] = {}
+
+    @app.agent(source)
+    async def naive(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            out = core.route_one(Incoming(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value),
+                                 time.time())
+            sink = sinks.get(out.topic) or sinks.setdefault(out.topic, app.topic(
+                out.topic.replace(topics.prefix, topics.prefix + "naive.", 1),
+                key_serializer="raw", value_serializer="raw"))
+            await sink.send(key=out.key, value=out.value)
+
+    worker = faust.Worker(app, loglevel="error", quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
+def bench_naive_process(config: Config, topics: Topics, n: int) -> dict[str, Any]:
+    naive = Topics(topics.prefix + "naive.")
+    ensure_topics(config.bootstrap, naive.specs(config.partitions))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.bench", config.bootstrap, topics.prefix],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        outputs = [naive.route_slm, naive.route_llm, naive.results, naive.deadletter]
+        seconds = _time_outputs(config.bootstrap, outputs, n, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"name": "naive per-message Faust agent", "messages": n, "seconds": seconds}
+
+
 def bench_router(config: Config, console: Console, *, messages: int, as_json: bool) -> None:
     kafka.start(config.kafka())
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
@@ -129,6 +172,7 @@ def bench_router(config: Config, console: Console, *, messages: int, as_json: bo
     producer.flush()
     rows = [bench_core(lines, topics),
             bench_baseline(config.bootstrap, topics, messages, out.name),
+            bench_naive_process(config, topics, messages),
             bench_router_process(config, topics, messages)]
     for row in rows:
         row["per_s"] = round(row["messages"] / row["seconds"]) if row["seconds"] else None
@@ -145,3 +189,7 @@ def bench_router(config: Config, console: Console, *, messages: int, as_json: bo
         table.add_row(row["name"], str(row["messages"]), f"{row['seconds']:.2f}",
                       str(row["per_s"]), str(row["vs_baseline"]))
     console.print(table)
+
+
+if __name__ == "__main__":  # the naive agent's own process: python -m pipeline.bench BOOTSTRAP PREFIX
+    naive_app(sys.argv[1], Topics(sys.argv[2]))

@@ -41,9 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
     demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
-    bench.add_argument("what", choices=["router"])
-    bench.add_argument("--messages", type=int, default=100_000)
+    bench.add_argument("what", choices=["router", "slm"])
+    bench.add_argument("--messages", type=int, default=100_000, help="router: messages to route")
+    bench.add_argument("--batches", default="1,8,32", help="slm: batch sizes")
+    bench.add_argument("--tokens", type=int, default=32, help="slm: new tokens per prompt")
+    bench.add_argument("--threads", type=int, default=2, help="slm: onnxruntime threads")
     bench.add_argument("--json", action="store_true")
+    quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
+    quantize.add_argument("src", type=Path)
+    quantize.add_argument("dst", type=Path)
     models = sub.add_parser("models", help="prepare the bundled SLM")
     models.add_argument("action", choices=["prepare"])
     models.add_argument("--fp32", action="store_true", help="skip int8 quantisation")
@@ -90,8 +96,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             commands.report(config, as_json=args.json)
         case "demo":
             return commands.demo(config, keep_running=args.keep_running)
+        case "bench" if args.what == "router":
+            commands.bench_router(config, messages=args.messages, as_json=args.json)
         case "bench":
-            commands.bench(config, args.what, messages=args.messages, as_json=args.json)
+            batches = tuple(int(b) for b in args.batches.split(","))
+            return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,
+                                      as_json=args.json)
+        case "quantize":
+            return commands.quantize(args.src, args.dst)
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0

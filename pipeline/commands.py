@@ -112,7 +112,23 @@ def demo(config: Config, *, keep_running: bool = False) -> int:
     return run_demo(config, console, keep_running=keep_running)
 
 
-def bench(config: Config, what: str, *, messages: int, as_json: bool) -> None:
-    from pipeline.bench import bench_router
+def bench_router(config: Config, *, messages: int, as_json: bool) -> None:
+    from pipeline.bench import bench_router as run
 
-    bench_router(config, console, messages=messages, as_json=as_json)
+    run(config, console, messages=messages, as_json=as_json)
+
+
+def bench_slm(config: Config, *, batches: tuple[int, ...], tokens: int, threads: int,
+              as_json: bool) -> int:
+    from workers.slm.bench import run_bench_slm
+    from workers.slm.prepare import model_dir_name
+
+    fp32 = config.slm_model.parent / model_dir_name(quantize=False)
+    return run_bench_slm(config.slm_model, fp32, batches=batches, new_tokens=tokens,
+                         threads=threads, as_json=as_json, console=console)
+
+
+def quantize(src: Path, dst: Path) -> int:
+    from workers.slm.quantize import run_quantize
+
+    return run_quantize(src, dst, console)

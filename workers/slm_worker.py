@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 class Generator(Protocol):
     model_name: str
 
-    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], *, max_tokens: int) -> list: ...
+    def generate(self, prompts: Sequence[Sequence[dict[str, str]]], *, max_tokens: int | list[int],
+                 temperature: float | list[float] = 0.0, seed: int | list[int] | None = None) -> list: ...
 
 
 @dataclass(frozen=True)
@@ -73,32 +75,30 @@ class SlmHandler:
         return out
 
     def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
-        by_budget: dict[int, list[Group]] = {}
-        for group in groups:
-            by_budget.setdefault(group.leader.query.max_tokens, []).append(group)
-        answered = []
-        for max_tokens, batch in by_budget.items():
-            prompts = [
-                [{"role": m.role, "content": m.content} for m in g.leader.query.chat()]
-                for g in batch
-            ]
-            started = time.perf_counter()
-            try:
-                generations = self.engine.generate(prompts, max_tokens=max_tokens)
-            except Exception as exc:  # the model failing must not stop the stream: escalate
-                log.exception("SLM generation failed for %d queries", len(batch))
-                failed = Answer("", self.engine.model_name, error=f"slm error: {exc}")
-                answered += [(g, failed) for g in batch]
-                continue
-            seconds = time.perf_counter() - started
-            cost = self.prices.cpu_cost(seconds, self.settings.threads) / len(batch)
-            for group, gen in zip(batch, generations, strict=True):
-                answered.append((group, Answer(
-                    text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
-                    completion_tokens=gen.completion_tokens, confidence=gen.confidence,
-                    inference_ms=seconds * 1000, cost_usd=cost,
-                )))
-        return answered
+        """One engine call for the whole micro-batch; each query keeps its own budget,
+        temperature and seed (a seed from the fingerprint makes a sampled answer repeatable)."""
+        if not groups:
+            return []
+        queries = [g.leader.query for g in groups]
+        prompts = [[{"role": m.role, "content": m.content} for m in q.chat()] for q in queries]
+        started = time.perf_counter()
+        try:
+            generations = self.engine.generate(
+                prompts, max_tokens=[q.max_tokens for q in queries],
+                temperature=[q.temperature for q in queries],
+                seed=[zlib.crc32(g.leader.fingerprint.encode()) for g in groups],
+            )
+        except Exception as exc:  # the model failing must not stop the stream: escalate
+            log.exception("SLM generation failed for %d queries", len(groups))
+            failed = Answer("", self.engine.model_name, error=f"slm error: {exc}")
+            return [(g, failed) for g in groups]
+        seconds = time.perf_counter() - started
+        cost = self.prices.cpu_cost(seconds, self.settings.threads) / len(groups)
+        return [(group, Answer(
+            text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
+            completion_tokens=gen.completion_tokens, confidence=gen.confidence,
+            inference_ms=seconds * 1000, cost_usd=cost,
+        )) for group, gen in zip(groups, generations, strict=True)]
 
     def _escalate(self, group: Group, answer: Answer) -> list[Outgoing]:
         reason = answer.error or (

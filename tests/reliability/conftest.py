@@ -34,6 +34,9 @@ def outcome(pipeline: Pipeline, fault: str, sent: int, valid: set[str], malforme
     final_ids = {r[0] for r in reader.query("SELECT query_id FROM pointsman.results FINAL")[1]}
     letters, failures = reader.query(
         "SELECT countIf(query_id = ''), countIf(query_id != '') FROM pointsman.dead_letters FINAL")[1][0]
+    unkept = int(reader.query(
+        "SELECT count() FROM pointsman.results FINAL WHERE error != '' AND query_id NOT IN "
+        "(SELECT query_id FROM pointsman.dead_letters FINAL)")[1][0][0])
     duplicated = int(reader.query(
         "SELECT count() - uniqExact(query_id) FROM pointsman.results FINAL")[1][0][0])
     errors = int(reader.query(
@@ -45,7 +48,8 @@ def outcome(pipeline: Pipeline, fault: str, sent: int, valid: set[str], malforme
     record = {
         "fault": fault, "sent": sent, "valid": len(valid), "answered": len(final_ids & valid),
         "answered_ok": len(final_ids & valid) - errors, "errors": errors,
-        "dead_lettered": int(letters), "failure_letters": int(failures), "malformed": malformed,
+        "dead_lettered": int(letters), "failure_letters": int(failures),
+        "errors_without_dead_letter": unkept, "malformed": malformed,
         "lost": len(valid - final_ids), "unexpected": len(final_ids - valid),
         "duplicate_inserts": sum(n - 1 for _, n in rows), "duplicated_rows_after_dedup": duplicated,
         "llm_ok_total_p50_ms": _ms(ok[0]), "llm_ok_total_p99_ms": _ms(ok[1]),

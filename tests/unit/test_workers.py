@@ -65,7 +65,7 @@ class StubModel:
         self.calls: list[int] = []
         self.confidence, self.fail = confidence, fail
 
-    def generate(self, prompts, *, max_tokens):
+    def generate(self, prompts, *, max_tokens, temperature=0.0, seed=None):
         if self.fail:
             raise RuntimeError("model exploded")
         self.calls.append(len(prompts))

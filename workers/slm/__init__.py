@@ -1,4 +1,4 @@
-"""Small language model track: GGUF -> ONNX conversion and a greedy onnxruntime engine."""
+"""Small language model track: GGUF -> ONNX (plain or fused graph), int8, a KV-cache engine."""
 
 from workers.slm.engine import Generation, SlmEngine
 

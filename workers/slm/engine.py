@@ -1,7 +1,7 @@
-"""Greedy KV-cache decoding of an ONNX causal LM on onnxruntime (CPU).
+"""KV-cache decoding of an ONNX causal LM on onnxruntime (CPU): greedy or sampled.
 
 Reads a model directory holding model.onnx (Optimum / onnxruntime-genai input
-layout), tokenizer.json and the HF json side files.
+layout, plain ops or GroupQueryAttention), tokenizer.json and the HF json side files.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from topics.errors import ConfigError, PermanentError
+from workers.slm.decoding import Decoded, FusedRunner, KvLayout, PlainRunner, decode
+from workers.slm.sampling import Sampling, StopMatcher, per_row, sample
 
 _PAST_RE = re.compile(r"past_key_values\.(\d+)\.(key|value)")
 _ORT_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+WARMUP_PROMPT = [{"role": "user", "content": "Hello"}]
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,29 @@ def _ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
 
 
+def session_options(threads: int, *, spin: bool = True) -> Any:
+    """CPU options for small-batch decoding: all graph fusions, fixed thread pool, arena."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1  # a decoder is one long chain: op parallelism only adds overhead
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_cpu_mem_arena = True  # steps reuse same-sized buffers
+    # Shapes change every step (cache length), so memory-pattern planning never hits.
+    opts.enable_mem_pattern = False
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    # Spinning workers shave a few ms per step but burn a core while idle between batches.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts
+
+
 class SlmEngine:
-    def __init__(self, model_dir: str | Path, *, threads: int = 2) -> None:
+    def __init__(
+        self, model_dir: str | Path, *, threads: int = 2, warmup: bool = True, spin: bool = True
+    ) -> None:
+        import onnx
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -71,37 +95,37 @@ class SlmEngine:
         tok_config = _read_json(self.model_dir / "tokenizer_config.json")
         self.model_name: str = str(config.get("pointsman_model_name") or self.model_dir.name)
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(model_path), session_options(threads, spin=spin), providers=["CPUExecutionProvider"]
+            )
+            graph = onnx.load(str(model_path), load_external_data=False).graph
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ConfigError(f"onnxruntime cannot load {model_path}: {exc}") from exc
+        # GroupQueryAttention graphs keep the cache in a different convention (see decoding.py).
+        self.fused = any(node.op_type == "GroupQueryAttention" for node in graph.node)
 
         inputs = {i.name: i for i in self._session.get_inputs()}
-        self._input_names = set(inputs)
         past = sorted((int(m.group(1)), m.group(2)) for n in inputs if (m := _PAST_RE.fullmatch(n)))
         if not past or "input_ids" not in inputs:
             raise ConfigError(
                 f"{model_path} has no past_key_values.* inputs: export it with a KV cache "
                 "(e.g. optimum-cli export onnx --task text-generation-with-past)"
             )
-        self._past_names = [f"past_key_values.{i}.{kind}" for i, kind in past]
-        self._present_names = [f"present.{i}.{kind}" for i, kind in past]
-        first = inputs[self._past_names[0]]
-        self._kv_heads = (
-            int(first.shape[1])
-            if isinstance(first.shape[1], int)
-            else int(config.get("num_key_value_heads", config.get("num_attention_heads", 0)))
+        if self.fused and "attention_mask" not in inputs:
+            raise ConfigError(f"{model_path} uses GroupQueryAttention but has no attention_mask input")
+        past_names = [f"past_key_values.{i}.{kind}" for i, kind in past]
+        first = inputs[past_names[0]]
+        kv_heads = first.shape[1] if isinstance(first.shape[1], int) else config.get("num_key_value_heads")
+        head_dim = first.shape[3] if isinstance(first.shape[3], int) else config.get("head_dim")
+        self._layout = KvLayout(
+            past_names=past_names,
+            present_names=[f"present.{i}.{kind}" for i, kind in past],
+            kv_heads=int(kv_heads or config.get("num_attention_heads", 0)),
+            head_dim=int(head_dim or config["hidden_size"] // config["num_attention_heads"]),
+            dtype=_ORT_FLOAT.get(first.type, np.float32),
+            inputs=set(inputs),
         )
-        self._head_dim = (
-            int(first.shape[3])
-            if isinstance(first.shape[3], int)
-            else int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-        )
-        self._kv_dtype = _ORT_FLOAT.get(first.type, np.float32)
 
         logits_shape = self._session.get_outputs()[0].shape
         vocab = logits_shape[-1] if isinstance(logits_shape[-1], int) else config.get("vocab_size")
@@ -125,6 +149,8 @@ class SlmEngine:
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
         self._template = _compile_template(template) if template else None
+        if warmup:  # first runs allocate the arena and pick kernels: keep that off the first query
+            self.generate([WARMUP_PROMPT, WARMUP_PROMPT], max_tokens=2)
 
     def _render(self, messages: Sequence[Mapping[str, str]]) -> str:
         if self._template is None:
@@ -143,32 +169,63 @@ class SlmEngine:
         except TemplateError as exc:  # e.g. the template rejects a role order
             raise PermanentError(f"chat template refused the prompt: {exc}") from exc
 
+    def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a chat prompt, chat template applied, ready for generation."""
+        ids = self._tokenizer.encode(self._render(messages), add_special_tokens=False).ids
+        if not ids:
+            raise PermanentError("prompt renders to zero tokens")
+        if len(ids) >= self._max_positions:
+            raise PermanentError(
+                f"prompt has {len(ids)} tokens, the model's context is {self._max_positions}"
+            )
+        return ids
+
     def generate(
-        self, prompts: Sequence[Sequence[Mapping[str, str]]], *, max_tokens: int
+        self,
+        prompts: Sequence[Sequence[Mapping[str, str]]],
+        *,
+        max_tokens: int | Sequence[int],
+        temperature: float | Sequence[float] = 0.0,
+        top_p: float | Sequence[float] = 1.0,
+        seed: int | Sequence[int | None] | None = None,
+        stop: Sequence[str] = (),
     ) -> list[Generation]:
-        """Greedy-decode each chat prompt; all prompts go through one left-padded batch."""
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        """Decode each chat prompt; all prompts go through one padded batch.
+
+        Scalars apply to every prompt; sequences give per-prompt values, so one batch can
+        mix queries. temperature 0 is greedy. A row with the same seed and prompt samples
+        the same tokens whatever else is in its batch (one generator per row).
+        Generation stops at EOS, at a stop string (cut from the text) or at max_tokens.
+        """
         if not prompts:
             return []
-        encoded = [self._tokenizer.encode(self._render(p), add_special_tokens=False).ids for p in prompts]
-        for ids in encoded:
-            if not ids:
-                raise PermanentError("prompt renders to zero tokens")
-            if len(ids) >= self._max_positions:
-                raise PermanentError(
-                    f"prompt has {len(ids)} tokens, the model's context is {self._max_positions}"
-                )
-        limits = [min(max_tokens, self._max_positions - len(ids)) for ids in encoded]
-        tokens, logprobs, reasons = self._decode(encoded, limits)
+        n = len(prompts)
+        budgets = per_row(max_tokens, n, "max_tokens")
+        if any(m < 1 for m in budgets):
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        params = [
+            Sampling(float(t), float(p), s)
+            for t, p, s in zip(
+                per_row(temperature, n, "temperature"), per_row(top_p, n, "top_p"), per_row(seed, n, "seed"),
+                strict=True,
+            )
+        ]
+        encoded = [self.encode(p) for p in prompts]
+        limits = [min(m, self._max_positions - len(ids)) for m, ids in zip(budgets, encoded, strict=True)]
+        matcher = StopMatcher(stop, lambda ids: self._tokenizer.decode(ids, skip_special_tokens=True))
+        decoded = self.decode_ids(encoded, limits, params, stop=matcher)
         results = []
-        for ids, toks, lps, reason in zip(encoded, tokens, logprobs, reasons, strict=True):
+        rows = zip(encoded, decoded.tokens, decoded.logprobs, decoded.reasons, strict=True)
+        for ids, toks, lps, reason in rows:
             text_ids = [t for t in toks if t not in self._eos]
+            text = self._tokenizer.decode(text_ids, skip_special_tokens=True)
+            if matcher:
+                text, _ = matcher.cut(text)
             confidence = float(np.exp(np.mean(lps))) if lps else 0.0
             results.append(
                 Generation(
                     # a cut at max_tokens can split a UTF-8 sequence: drop the dangling replacement char
-                    text=self._tokenizer.decode(text_ids, skip_special_tokens=True).rstrip("\ufffd"),
+                    text=text.rstrip("\ufffd"),
                     prompt_tokens=len(ids),
                     completion_tokens=len(text_ids),
                     confidence=min(1.0, max(0.0, confidence)),
@@ -177,57 +234,32 @@ class SlmEngine:
             )
         return results
 
-    def _decode(
-        self, encoded: list[list[int]], limits: list[int]
-    ) -> tuple[list[list[int]], list[list[float]], list[str]]:
-        n = len(encoded)
-        width = max(len(ids) for ids in encoded)
-        input_ids = np.full((n, width), self._pad, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = ids  # left padding keeps the newest token last
-            mask[row, width - len(ids) :] = 1
-        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        past = [np.zeros((n, self._kv_heads, 0, self._head_dim), self._kv_dtype) for _ in self._past_names]
-
-        tokens: list[list[int]] = [[] for _ in encoded]
-        logprobs: list[list[float]] = [[] for _ in encoded]
-        reasons = ["length"] * n
-        active = np.arange(n)  # original row index of each row still in the batch
-        while True:
-            feeds: dict[str, np.ndarray] = {"input_ids": input_ids}
-            if "attention_mask" in self._input_names:
-                feeds["attention_mask"] = mask
-            if "position_ids" in self._input_names:
-                feeds["position_ids"] = positions
-            if "use_cache_branch" in self._input_names:  # Optimum "merged" decoders
-                feeds["use_cache_branch"] = np.array([past[0].shape[2] > 0])
-            feeds.update(zip(self._past_names, past, strict=True))
-            logits, *present = self._session.run(["logits", *self._present_names], feeds)
-            last = logits[:, -1, :].astype(np.float64)
-            shifted = last - last.max(axis=-1, keepdims=True)
-            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-            chosen = logp.argmax(axis=-1)
-
-            keep = []
-            for row, orig in enumerate(active):
-                token = int(chosen[row])
-                tokens[orig].append(token)
-                logprobs[orig].append(float(logp[row, token]))
-                if token in self._eos:
-                    reasons[orig] = "stop"
-                elif len(tokens[orig]) < limits[orig]:
-                    keep.append(row)
-            if not keep:
-                return tokens, logprobs, reasons
-            if len(keep) < len(active):  # drop finished rows so they cost nothing
-                idx = np.array(keep)
-                active, chosen, mask = active[idx], chosen[idx], mask[idx]
-                positions, present = positions[idx], [p[idx] for p in present]
-            input_ids = chosen[:, None].astype(np.int64)
-            mask = np.concatenate([mask, np.ones((len(active), 1), np.int64)], axis=1)
-            positions = positions[:, -1:] + 1
-            past = present
+    def decode_ids(
+        self,
+        encoded: list[list[int]],
+        limits: list[int],
+        params: Sequence[Sampling] | None = None,
+        *,
+        stop: StopMatcher | None = None,
+        forced: list[list[int]] | None = None,
+        ignore_eos: bool = False,
+    ) -> Decoded:
+        """Token-level decoding (what generate and the benchmark share). `forced` feeds the
+        given continuations (teacher forcing, EOS ignored) while recording greedy picks."""
+        params = list(params) if params is not None else [Sampling()] * len(encoded)
+        rngs = [np.random.default_rng(p.seed) for p in params]
+        runner_type = FusedRunner if self.fused else PlainRunner
+        greedy = all(p.greedy for p in params)
+        return decode(
+            runner_type(self._session, self._layout, self._pad),
+            encoded,
+            limits,
+            None if greedy else (lambda row, logits: sample(logits, params[row], rngs[row])),
+            eos=self._eos,
+            forced=forced,
+            stop_hit=(lambda row, toks: stop.hit(toks)) if stop else None,
+            ignore_eos=ignore_eos,
+        )
 
 
 def _compile_template(source: str) -> Any:

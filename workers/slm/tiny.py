@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.slm.fused_graph import build_fused_llama_graph
 from workers.slm.llama_graph import LlamaConfig, build_llama_graph, save_model
 from workers.slm.tokenizer import (
     CHATML_TEMPLATE,
@@ -120,12 +121,14 @@ def random_llama_weights(cfg: LlamaConfig, seed: int = 0) -> dict[str, np.ndarra
     return weights
 
 
-def build_tiny_model(dst: Path, *, seed: int = 0) -> Path:
-    """Write a complete model directory (model.onnx + tokenizer + json files) to `dst`."""
+def build_tiny_model(dst: Path, *, seed: int = 0, fused: bool = False) -> Path:
+    """Write a complete model directory (model.onnx + tokenizer + json files) to `dst`;
+    `fused` uses the GroupQueryAttention graph, same weights."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config()
-    save_model(build_llama_graph(cfg, random_llama_weights(cfg, seed)), dst / "model.onnx", external=False)
+    build = build_fused_llama_graph if fused else build_llama_graph
+    save_model(build(cfg, random_llama_weights(cfg, seed)), dst / "model.onnx", external=False)
     tokens = tiny_tokens()
     write_model_files(
         dst,
