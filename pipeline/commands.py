@@ -46,9 +46,23 @@ def status(config: Config) -> None:
                           (f"{len(found.partitions)} partitions" if found else "missing"))
 
 
+def ensure_model(config: Config) -> None:
+    """The bundled SLM is converted on first use; a user's own model dir must already exist."""
+    from pipeline.config import DEFAULT_MODEL
+
+    if (config.slm_model / "model.onnx").exists():
+        return
+    if config.slm_model.name != DEFAULT_MODEL:
+        raise ConfigError(f"no model.onnx in POINTSMAN_SLM_MODEL={config.slm_model}")
+    console.print("preparing the SLM (SmolLM2-135M-Instruct -> ONNX int8), once ...")
+    prepare_model(config)
+
+
 def run(config: Config, role: str) -> None:
     from pipeline.roles import ROLES, Supervisor, run_role
 
+    if role in ("all", "slm"):
+        ensure_model(config)
     if role != "all":
         run_role(role, config)
         return

@@ -54,11 +54,9 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
     broker = kafka.start(kafka_cfg)
     console.print(f"Kafka {broker.version} (KRaft) at {broker.bootstrap}")
     ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
-    if not (config.slm_model / "model.onnx").exists():
-        from workers.slm.prepare import prepare_smollm2
+    from pipeline.commands import ensure_model
 
-        console.print("preparing the SLM (SmolLM2-135M-Instruct -> ONNX int8), once ...")
-        prepare_smollm2(config.slm_model.parent)
+    ensure_model(config)
     console.print(f"SLM model: {config.slm_model}")
 
     supervisor = Supervisor(ROLES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ from collections.abc import Sequence
 
 from pipeline.config import Config
 
-log = logging.getLogger(__name__)
 
 ROLES = ("router", "slm", "llm", "sink")
 
@@ -90,9 +88,12 @@ class Supervisor:
         self.roles = list(roles)
         self.restart = restart
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.restart_delay: dict[str, float] = {}
+        self.started_at: dict[str, float] = {}
         self._stopping = False
 
     def spawn(self, role: str) -> None:
+        self.started_at[role] = time.monotonic()
         self.children[role] = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "run", role], env=os.environ.copy()
         )
@@ -110,12 +111,22 @@ class Supervisor:
                 if code is not None and not self._stopping:
                     if not self.restart:
                         raise SystemExit(f"role {role} exited with {code}")
-                    log.warning("role %s exited with %s; restarting", role, code)
-                    print(f"role {role} exited with {code}; restarting", file=sys.stderr, flush=True)
-                    time.sleep(1.0)
-                    self.spawn(role)
+                    # a role that dies right after starting is misconfigured: back off, do not spin
+                    quick = time.monotonic() - self.started_at[role] < 30
+                    delay = min(self.restart_delay.get(role, 0.5) * 2, 60.0) if quick else 1.0
+                    self.restart_delay[role] = delay
+                    print(f"role {role} exited with {code}; restarting in {delay:.0f}s",
+                          file=sys.stderr, flush=True)
+                    self._sleep(delay)
+                    if not self._stopping:
+                        self.spawn(role)
             time.sleep(0.2)
         self.stop()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def request_stop(self) -> None:
         self._stopping = True

@@ -58,7 +58,8 @@ def contradish_pairs() -> list[Pair]:
         cases = [c for c in json.loads(Path(path).read_text()).get("cases", [])
                  if "original" in c and "adversarial" in c]
         for i, case in enumerate(cases):
-            pairs += [Pair(case["original"], alt, True, "paraphrase", "contra") for alt in case["adversarial"]]
+            pairs += [Pair(case["original"], alt, True, "paraphrase", "contra")
+                      for alt in case["adversarial"]]
             if len(cases) > 1:
                 other = cases[(i + 1) % len(cases)]["original"]
                 pairs.append(Pair(case["original"], other, False, "same_domain", "contra"))

@@ -1,0 +1,1 @@
+"""Evaluations and benchmarks of the semantic cache and the router: `pointsman eval|bench ...`."""
