@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from pipeline.config import Config
 
-
 ROLES = ("router", "slm", "llm", "sink")
 
 
