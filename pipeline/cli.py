@@ -111,7 +111,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 def _print_rows(columns: list[str], rows: list, fmt: str) -> None:
     if fmt == "csv":
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
     elif fmt == "json":

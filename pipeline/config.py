@@ -30,6 +30,8 @@ ENV_DOC = {
     "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
     "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
     "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
+    "POINTSMAN_SLM_BATCH": "most queries one SLM micro-batch takes from what is pending (default 16)",
+    "POINTSMAN_SLM_BATCH_WAIT_MS": "longest wait to fill an SLM micro-batch (default 50)",
     "POINTSMAN_LLM_BASE_URL": "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 "
     "(default: a local stand-in serving the SLM)",
     "POINTSMAN_LLM_API_KEY": "API key for the LLM upstream (never logged or stored)",
@@ -53,6 +55,8 @@ class Config:
     slm_model: Path = Path()
     slm_threads: int = 2
     slm_escalate_below: float = 0.4
+    slm_batch: int = 16
+    slm_batch_wait_ms: float = 50.0
     llm_base_url: str = ""  # empty: the llm role serves a local stand-in
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
@@ -75,6 +79,8 @@ class Config:
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
             slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
             slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.4")),
+            slm_batch=int(env.get("POINTSMAN_SLM_BATCH", "16")),
+            slm_batch_wait_ms=float(env.get("POINTSMAN_SLM_BATCH_WAIT_MS", "50")),
             llm_base_url=env.get("POINTSMAN_LLM_BASE_URL", ""),
             llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
             llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),
@@ -103,6 +109,7 @@ class Config:
         return SlmWorkerSettings(
             self.bootstrap, self.topics, self.slm_model, threads=self.slm_threads,
             escalate_below=self.slm_escalate_below, group=self.group("slm"),
+            batch_size=self.slm_batch, batch_wait_s=self.slm_batch_wait_ms / 1000,
         )
 
     def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
