@@ -37,7 +37,8 @@ class LlmWorkerSettings:
     topics: Topics
     llm: LlmSettings
     max_in_flight: int = 256
-    default_deadline_s: float = 120.0
+    # a query without deadline_s has none: a backlog (or a backfill) must not expire answers
+    default_deadline_s: float | None = None
     commit_interval_s: float = 1.0
     group: str = "pointsman-llm"
 
@@ -145,7 +146,8 @@ class LlmWorker:
     async def _call(self, request: RouteRequest) -> Answer:
         query = request.query
         budget = query.deadline_s or self.settings.default_deadline_s
-        deadline = time.monotonic() + (request.submitted_at + budget - time.time())
+        deadline = (None if budget is None
+                    else time.monotonic() + (request.submitted_at + budget - time.time()))
         messages = [{"role": m.role, "content": m.content} for m in query.chat()]
         started = time.perf_counter()
         try:
