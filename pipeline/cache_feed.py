@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 class ResultsFeed:
     def __init__(
-        self, bootstrap: str, topic: str, on_result: Callable[[Result], None], *, lookback_s: float
+        self, bootstrap: str, topic: str, on_results: Callable[[list[Result]], None], *,
+        lookback_s: float,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
-        self._on_result = on_result
+        self._on_results = on_results
         self._lookback_s = lookback_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="results-feed", daemon=True)
@@ -60,21 +61,24 @@ class ResultsFeed:
             ])
             at_eof: set[int] = set()
             while not self._stop.is_set():
+                results = []
                 for message in consumer.consume(1000, timeout=0.2):
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
                             at_eof.add(message.partition())
-                            if len(at_eof) == len(partitions):
-                                self.caught_up.set()
                         else:
                             log.warning("results feed: %s", error)
                         continue
                     try:
-                        self._on_result(decode(message.value(), Result))
-                        self.seen += 1
+                        results.append(decode(message.value(), Result))
                     except InvalidMessage as exc:
                         log.warning("results feed skipped a bad result: %s", exc.reason)
+                if results:
+                    self._on_results(results)  # one batch: the semantic index grows per batch
+                    self.seen += len(results)
+                if len(at_eof) == len(partitions):
+                    self.caught_up.set()  # after learning the batch that reached the end
         except Exception:
             log.exception("results feed stopped")
         finally:

@@ -41,12 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
     demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
-    bench.add_argument("what", choices=["router", "slm"])
+    bench.add_argument("what", choices=["router", "slm", "cache"])
     bench.add_argument("--messages", type=int, default=100_000, help="router: messages to route")
     bench.add_argument("--batches", default="1,8,32", help="slm: batch sizes")
     bench.add_argument("--tokens", type=int, default=32, help="slm: new tokens per prompt")
     bench.add_argument("--threads", type=int, default=2, help="slm: onnxruntime threads")
     bench.add_argument("--json", action="store_true")
+    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
+    evaluate.add_argument("what", choices=["cache", "router"])
+    evaluate.add_argument("--json", action="store_true")
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)
     quantize.add_argument("dst", type=Path)
@@ -98,6 +101,16 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             return commands.demo(config, keep_running=args.keep_running)
         case "bench" if args.what == "router":
             commands.bench_router(config, messages=args.messages, as_json=args.json)
+        case "bench" if args.what == "cache":
+            from pipeline.eval.bench_cache import run_bench_cache
+
+            return run_bench_cache(commands.console, as_json=args.json)
+        case "eval":
+            from pipeline.eval.cache_eval import run_eval_cache
+            from pipeline.eval.router_eval import run_eval_router
+
+            run = run_eval_cache if args.what == "cache" else run_eval_router
+            return run(commands.console, as_json=args.json)
         case "bench":
             batches = tuple(int(b) for b in args.batches.split(","))
             return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,

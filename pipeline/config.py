@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.kafka import LocalKafkaConfig
+from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
 from pipeline.sink import SinkSettings
 from topics.names import Topics
@@ -41,7 +42,16 @@ ENV_DOC = {
     "POINTSMAN_LLM_TIMEOUT_S": "per-request timeout for the single upstream (default 30)",
     "POINTSMAN_LLM_RETRIES": "retries after the first attempt, across upstreams (default 3)",
     "POINTSMAN_LLM_CONCURRENCY": "upstream calls at once per LLM worker (default 16)",
-    "POINTSMAN_ROUTING_POLICY": "baseline-length (default), always-slm, always-llm",
+    "POINTSMAN_ROUTING_POLICY": "baseline-length (default), learned, always-slm, always-llm, or a "
+    "sticky A/B split such as ab:baseline-length=0.5,learned=0.5",
+    "POINTSMAN_SLM_SHARE": "learned policy: target share of traffic to the SLM (default 0.8)",
+    "POINTSMAN_ROUTING_THRESHOLD": "learned policy: a fixed difficulty threshold instead of the share",
+    "POINTSMAN_TENANT_ROUTES": "per-tenant overrides, e.g. vip=llm,batch=slm,cheap=0.9 (own threshold)",
+    "POINTSMAN_AB_SALT": "salt of the A/B split (a new salt reshuffles users; default ab1)",
+    "POINTSMAN_SEMANTIC_CACHE": "on (default) or off",
+    "POINTSMAN_SEMANTIC_VERIFIER": "minilm (default: MiniLM checks uncertain matches) or none",
+    "POINTSMAN_SEMANTIC_THRESHOLD": "cosine for a semantic hit (default 0.85)",
+    "POINTSMAN_SEMANTIC_TENANT_THRESHOLDS": "per-tenant thresholds, e.g. acme=0.9,globex=0.95",
 }
 
 
@@ -65,6 +75,14 @@ class Config:
     llm_retries: int = 3
     llm_concurrency: int = 16
     policy: str = "baseline-length"
+    slm_share: float = 0.8
+    routing_threshold: float | None = None
+    tenant_routes: str = ""
+    ab_salt: str = "ab1"
+    semantic: bool = True
+    semantic_verifier: bool = True
+    semantic_threshold: float = 0.85
+    semantic_tenant_thresholds: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -89,6 +107,15 @@ class Config:
             llm_retries=int(env.get("POINTSMAN_LLM_RETRIES", "3")),
             llm_concurrency=int(env.get("POINTSMAN_LLM_CONCURRENCY", "16")),
             policy=env.get("POINTSMAN_ROUTING_POLICY", "baseline-length"),
+            slm_share=float(env.get("POINTSMAN_SLM_SHARE", "0.8")),
+            routing_threshold=(float(env["POINTSMAN_ROUTING_THRESHOLD"])
+                               if env.get("POINTSMAN_ROUTING_THRESHOLD") else None),
+            tenant_routes=env.get("POINTSMAN_TENANT_ROUTES", ""),
+            ab_salt=env.get("POINTSMAN_AB_SALT", "ab1"),
+            semantic=env.get("POINTSMAN_SEMANTIC_CACHE", "on") != "off",
+            semantic_verifier=env.get("POINTSMAN_SEMANTIC_VERIFIER", "minilm") != "none",
+            semantic_threshold=float(env.get("POINTSMAN_SEMANTIC_THRESHOLD", "0.85")),
+            semantic_tenant_thresholds=env.get("POINTSMAN_SEMANTIC_TENANT_THRESHOLDS", ""),
         )
 
     @property
@@ -103,7 +130,14 @@ class Config:
         return LocalKafkaConfig(home=self.data_dir / "kafka", port=port, controller_port=port + 1)
 
     def router(self) -> RouterSettings:
-        return RouterSettings(self.bootstrap, self.topics, self.policy, app_id=self.group("router"))
+        options = PolicyOptions(slm_share=self.slm_share, threshold=self.routing_threshold,
+                                tenant_routes=self.tenant_routes, ab_salt=self.ab_salt)
+        return RouterSettings(
+            self.bootstrap, self.topics, self.policy, policy_options=options,
+            app_id=self.group("router"), semantic=self.semantic,
+            semantic_verifier=self.semantic_verifier, semantic_threshold=self.semantic_threshold,
+            semantic_tenant_thresholds=self.semantic_tenant_thresholds,
+        )
 
     def slm(self) -> SlmWorkerSettings:
         return SlmWorkerSettings(

@@ -8,19 +8,23 @@ because it needs no state outside Kafka.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from infra.kafka_io import Outgoing
 from pipeline.exact_cache import CachedAnswer, ExactCache
 from pipeline.fingerprint import fingerprint
 from pipeline.policy import Policy
+from pipeline.semantic.cache import Lookup, SemanticCache, SemanticEntry, key_for
 from pipeline.validate import Limits, validate
 from topics.codec import encode, raw_text
 from topics.errors import InvalidMessage
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result, RouteRequest, Timings
+from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, Timings
 
 CACHEABLE_ROUTES = frozenset({"slm", "llm", "escalated"})
 
@@ -35,21 +39,58 @@ class Incoming:
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Miss:
+    """A valid query the exact cache could not answer: the semantic stage and policy decide it."""
+
+    index: int
+    query: Query
+    query_id: str
+    fingerprint: str
+    submitted_at: float
+    picked_at: float
+    timings: Timings
+
+
 class RouterCore:
+    """validate -> fingerprint -> exact cache -> semantic cache (batched) -> policy."""
+
     def __init__(
         self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, semantic: SemanticCache | None = None,
     ) -> None:
         self.clock = clock
         self.topics = topics
         self.policy = policy
         self.cache = cache
+        self.semantic = semantic
         self.limits = limits or Limits()
+        self._semantic_lock = threading.Lock()  # the results feed fills it from another thread
 
     def route_batch(self, batch: list[Incoming], picked_at: float) -> list[Outgoing]:
-        return [self.route_one(message, picked_at) for message in batch]
+        outs: list[Outgoing | None] = []
+        misses: list[_Miss] = []
+        for i, message in enumerate(batch):
+            first = self._first_pass(i, message, picked_at)
+            outs.append(first if isinstance(first, Outgoing) else None)
+            if isinstance(first, _Miss):
+                misses.append(first)
+        looks: list[Lookup | None] = [None] * len(misses)
+        vectors: np.ndarray | None = None
+        if self.semantic is not None and misses:
+            keys = [key_for(m.query) for m in misses]
+            with self._semantic_lock:
+                vectors = self.semantic.embed(keys)
+                looks = list(self.semantic.lookup_batch(keys, self.clock(), vectors=vectors))
+        for j, miss in enumerate(misses):
+            vector = None if vectors is None else vectors[j]
+            outs[miss.index] = self._second_pass(miss, looks[j], vector)
+        return [out for out in outs if out is not None]
 
     def route_one(self, message: Incoming, picked_at: float) -> Outgoing:
+        return self.route_batch([message], picked_at)[0]
+
+    def _first_pass(self, index: int, message: Incoming, picked_at: float) -> Outgoing | _Miss:
         origin = f"{message.topic}:{message.partition}:{message.offset}"
         try:
             query = validate(
@@ -66,28 +107,57 @@ class RouterCore:
             routed_ms=max(0.0, (now - picked_at) * 1000),
         )
         hit = self.cache.get(fp, now)
-        if hit is not None:
-            timings.total_ms = max(0.0, (now - submitted_at) * 1000)
-            result = Result(
-                query_id=query_id, tenant=query.tenant, route="cache", answer=hit.answer,
-                model=hit.model, fingerprint=fp, route_reason=f"exact cache: {hit.source_query_id}",
-                submitted_at=submitted_at, completed_at=now, timings=timings,
-            )
-            return Outgoing(self.topics.results, query_id.encode(), encode(result))
-        decision = self.policy.decide(query)
-        request = RouteRequest(
-            query=query, query_id=query_id, fingerprint=fp, track=decision.track,
-            reason=decision.reason, submitted_at=submitted_at, routed_at=now, timings=timings,
-        )
-        return Outgoing(self.topics.route(decision.track), fp.encode(), encode(request))
+        if hit is None:
+            return _Miss(index, query, query_id, fp, submitted_at, picked_at, timings)
+        return self._answered(query, query_id, fp, submitted_at, timings, route="cache",
+                              answer=hit.answer, model=hit.model,
+                              reason=f"exact cache: {hit.source_query_id}")
 
-    def learn(self, result: Result) -> None:
-        """Fill the exact cache from the results stream (every router sees every result)."""
-        if result.route in CACHEABLE_ROUTES and result.error is None and result.fingerprint:
+    def _second_pass(self, miss: _Miss, look: Lookup | None, vector: np.ndarray | None) -> Outgoing:
+        if look is not None and look.entry is not None:
+            return self._answered(miss.query, miss.query_id, miss.fingerprint, miss.submitted_at,
+                                  miss.timings, route="semantic_cache", answer=look.entry.answer,
+                                  model=look.entry.model, similarity=look.similarity,
+                                  reason=f"{look.reason}: {look.entry.source_query_id}")
+        decision = self.policy.decide(miss.query, vector)
+        reason = decision.reason if look is None else f"{decision.reason}; {look.reason}"
+        now = self.clock()
+        miss.timings.routed_ms = max(0.0, (now - miss.picked_at) * 1000)  # semantic stage included
+        request = RouteRequest(
+            query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
+            track=decision.track, reason=reason, submitted_at=miss.submitted_at, routed_at=now,
+            timings=miss.timings,
+        )
+        return Outgoing(self.topics.route(decision.track), miss.fingerprint.encode(), encode(request))
+
+    def _answered(self, query: Query, query_id: str, fp: str, submitted_at: float, timings: Timings,
+                  *, route: Route, answer: str, model: str, reason: str,
+                  similarity: float | None = None) -> Outgoing:
+        now = self.clock()
+        timings.total_ms = max(0.0, (now - submitted_at) * 1000)
+        result = Result(
+            query_id=query_id, tenant=query.tenant, route=route, answer=answer, model=model,
+            similarity=similarity, fingerprint=fp, route_reason=reason, submitted_at=submitted_at,
+            completed_at=now, timings=timings,
+        )
+        return Outgoing(self.topics.results, query_id.encode(), encode(result))
+
+    def learn(self, results: list[Result]) -> None:
+        """Fill the caches from the results stream (every router sees every result)."""
+        entries = []
+        for result in results:
+            if result.route not in CACHEABLE_ROUTES or result.error is not None or not result.fingerprint:
+                continue
             self.cache.put(
                 result.fingerprint,
                 CachedAnswer(result.answer, result.model, result.query_id, result.completed_at),
             )
+            if self.semantic is not None and result.query is not None:
+                entries.append(SemanticEntry(key_for(result.query), result.answer, result.model,
+                                             result.query_id, result.completed_at))
+        if entries and self.semantic is not None:
+            with self._semantic_lock:
+                self.semantic.put_batch(entries, self.clock())
 
     def _dead_letter(self, message: Incoming, reason: str, origin: str) -> Outgoing:
         letter = DeadLetter(

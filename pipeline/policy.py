@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from topics.schemas import Query, Track
 
 
@@ -15,9 +17,11 @@ class Decision:
 
 
 class Policy(Protocol):
+    """`vector`: the query's fast embedding when the router already has it (learned policies)."""
+
     name: str
 
-    def decide(self, query: Query) -> Decision: ...
+    def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class BaselineLengthPolicy:
     max_answer_tokens: int = 256
     name: str = "baseline-length"
 
-    def decide(self, query: Query) -> Decision:
+    def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
         chars = sum(len(m.content) for m in query.chat())
         if chars <= self.max_prompt_chars and query.max_tokens <= self.max_answer_tokens:
             return Decision("slm", f"{self.name}: {chars} chars <= {self.max_prompt_chars}")
@@ -42,13 +46,38 @@ class FixedPolicy:
     track: Track
     name: str = "fixed"
 
-    def decide(self, query: Query) -> Decision:
+    def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
         return Decision(self.track, f"{self.name}: always {self.track}")
 
 
-def make_policy(name: str) -> Policy:
+@dataclass(frozen=True)
+class PolicyOptions:
+    slm_share: float = 0.8  # learned: calibrate the threshold so this share goes to the SLM
+    threshold: float | None = None  # learned: a fixed threshold instead
+    tenant_routes: str = ""  # "vip=llm,cheap=0.9": force a track or a tenant's own threshold
+    ab_salt: str = "ab1"  # a new salt reshuffles which users land in which arm
+
+
+def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
+    options = options or PolicyOptions()
     if name == "baseline-length":
         return BaselineLengthPolicy()
     if name in ("always-slm", "always-llm"):
         return FixedPolicy(name.removeprefix("always-"), name=name)  # type: ignore[arg-type]
-    raise ValueError(f"unknown routing policy {name!r}: baseline-length, always-slm, always-llm")
+    if name.startswith("ab:"):  # "ab:baseline-length=0.5,learned=0.5": sticky split by user
+        from pipeline.routing.policy import ABSplit
+
+        arms = [arm.partition("=") for arm in name.removeprefix("ab:").split(",")]
+        return ABSplit(tuple((arm, float(weight), make_policy(arm, options)) for arm, _, weight in arms),
+                       salt=options.ab_salt)
+    if name == "learned":
+        from pipeline.routing import DifficultyScorer, LearnedPolicy
+        from pipeline.routing.policy import parse_overrides
+        from pipeline.semantic.embedders import StaticEmbedder
+
+        return LearnedPolicy(DifficultyScorer(StaticEmbedder()), slm_share=options.slm_share,
+                             threshold=options.threshold,
+                             overrides=parse_overrides(options.tenant_routes), adaptive=True)
+    raise ValueError(
+        f"unknown routing policy {name!r}: baseline-length, learned, always-slm, always-llm, "
+        "ab:NAME=WEIGHT,NAME=WEIGHT")

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 
@@ -21,7 +21,8 @@ from infra.kafka_io import PipelinedProducer
 from pipeline.cache_feed import ResultsFeed
 from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
-from pipeline.policy import make_policy
+from pipeline.policy import PolicyOptions, make_policy
+from pipeline.semantic.cache import SemanticCache
 from topics.names import Topics
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ class RouterSettings:
     bootstrap: str
     topics: Topics
     policy: str = "baseline-length"
+    policy_options: PolicyOptions = field(default_factory=PolicyOptions)
+    semantic: bool = True
+    semantic_verifier: bool = True  # MiniLM checks the static stage's grey band (if installed)
+    semantic_threshold: float = 0.85
+    semantic_tenant_thresholds: str = ""  # "acme=0.9,globex=0.95"
+    semantic_max_entries: int = 1_000_000
     batch_size: int = 2000
     batch_wait_s: float = 0.02
     cache_ttl_s: float = 3600.0
@@ -57,8 +64,9 @@ def build_app(settings: RouterSettings) -> faust.App:
     )
     core = RouterCore(
         settings.topics,
-        make_policy(settings.policy),
+        make_policy(settings.policy, settings.policy_options),
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
+        semantic=build_semantic_cache(settings) if settings.semantic else None,
     )
     producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)
     feed = ResultsFeed(
@@ -102,6 +110,22 @@ def build_app(settings: RouterSettings) -> faust.App:
         await producer.poll_forever()
 
     return app
+
+
+def build_semantic_cache(settings: RouterSettings) -> SemanticCache:
+    from pipeline.semantic.cache import SemanticSettings, parse_thresholds
+    from pipeline.semantic.embedders import make_embedder, minilm_available
+    from pipeline.semantic.index import limit_blas_threads
+
+    limit_blas_threads(1)  # two BLAS threads fighting over two cores make each lookup 10x slower
+    verifier = None
+    if settings.semantic_verifier and minilm_available():
+        verifier = make_embedder("minilm", threads=1, batch_size=32)
+    return SemanticCache(make_embedder("static"), verifier, SemanticSettings(
+        threshold=settings.semantic_threshold, ttl_s=settings.cache_ttl_s,
+        max_entries=settings.semantic_max_entries,
+        tenant_thresholds=parse_thresholds(settings.semantic_tenant_thresholds),
+    ))
 
 
 async def _ack_when_delivered(

@@ -70,6 +70,7 @@ def pipeline(broker: str, tiny_model: Path, tmp_path: Path) -> Iterator[Pipeline
         "POINTSMAN_SLM_MODEL": str(tiny_model),
         "POINTSMAN_SLM_THREADS": "1",
         "POINTSMAN_SLM_ESCALATE_BELOW": "0",
+        "POINTSMAN_SEMANTIC_CACHE": "off",  # exact counts per route; test_semantic_live turns it on
         "PYTHONPATH": str(ROOT),
     }
     logs = tmp_path / "logs"

@@ -81,6 +81,8 @@ class Result(msgspec.Struct, omit_defaults=True):
     submitted_at: float = 0.0
     completed_at: float = 0.0
     timings: Timings = msgspec.field(default_factory=Timings)
+    # the question answered, so every router can fill its semantic cache from the results stream
+    query: Query | None = None
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):

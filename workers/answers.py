@@ -73,6 +73,7 @@ def result_for(
         cost_usd=0.0 if coalesced else answer.cost_usd, confidence=answer.confidence,
         error=answer.error, fingerprint=request.fingerprint, route_reason=reason,
         submitted_at=request.submitted_at, completed_at=now, timings=timings,
+        query=None if coalesced else request.query,  # one copy per fingerprint is enough to learn
     )
 
 

@@ -40,8 +40,8 @@ def test_learned_answer_is_served_from_cache_to_same_tenant_only() -> None:
     router = core()
     first = decode(router.route_one(message(b'{"id": "a", "text": "Hi", "tenant": "acme"}'),
                                     1000.0).value, RouteRequest)
-    router.learn(Result(query_id="a", tenant="acme", route="slm", answer="hello!", model="m",
-                        fingerprint=first.fingerprint, completed_at=1001.0))
+    router.learn([Result(query_id="a", tenant="acme", route="slm", answer="hello!", model="m",
+                         fingerprint=first.fingerprint, completed_at=1001.0)])
     out = router.route_one(message(b'{"id": "b", "text": " hi ", "tenant": "acme"}', 1), 1002.0)
     assert out.topic == "t.results"
     result = decode(out.value, Result)
@@ -53,8 +53,8 @@ def test_learned_answer_is_served_from_cache_to_same_tenant_only() -> None:
 def test_errors_and_coalesced_results_are_not_cached() -> None:
     router = core()
     for route, error in (("llm", "llm failed"), ("coalesced", None), ("cache", None)):
-        router.learn(Result(query_id="x", tenant="acme", route=route, answer="a",
-                            fingerprint=f"fp-{route}", error=error, completed_at=1.0))
+        router.learn([Result(query_id="x", tenant="acme", route=route, answer="a",
+                             fingerprint=f"fp-{route}", error=error, completed_at=1.0)])
     assert len(router.cache) == 0
 
 
@@ -62,3 +62,49 @@ def test_batch_keeps_order_and_count() -> None:
     values = [json.dumps({"id": f"q{i}", "text": f"q {i}"}).encode() for i in range(5)]
     outs = core().route_batch([message(v, i) for i, v in enumerate(values)], 1000.0)
     assert [decode(o.value, RouteRequest).query_id for o in outs] == [f"q{i}" for i in range(5)]
+
+
+def semantic_core() -> RouterCore:
+    from pipeline.semantic.cache import SemanticCache, SemanticSettings
+    from pipeline.semantic.embedders import HashingEmbedder
+
+    # the hashing embedder needs no model: enough to test the wiring, not the quality
+    semantic = SemanticCache(HashingEmbedder(), None, SemanticSettings(threshold=0.8))
+    return RouterCore(TOPICS, FixedPolicy("slm"), ExactCache(ttl_s=60), clock=lambda: 1002.0,
+                      semantic=semantic)
+
+
+def learned(router: RouterCore, text: str, tenant: str = "acme") -> None:
+    value = json.dumps({"id": "src", "text": text, "tenant": tenant}).encode()
+    request = decode(router.route_one(message(value), 1000.0).value, RouteRequest)
+    router.learn([Result(query_id="src", tenant=tenant, route="llm", answer="cached answer", model="m",
+                         fingerprint=request.fingerprint, completed_at=1001.0, query=request.query)])
+
+
+def test_semantic_hit_for_a_near_duplicate_records_similarity_and_reason() -> None:
+    router = semantic_core()
+    learned(router, "how do I reset my password for the billing portal")
+    value = json.dumps({"id": "q2", "text": "how do I reset my password for the billing portal please",
+                        "tenant": "acme"}).encode()
+    result = decode(router.route_one(message(value, 1), 1002.0).value, Result)
+    assert result.route == "semantic_cache" and result.answer == "cached answer"
+    assert result.similarity is not None and result.similarity >= 0.8
+    assert "src" in result.route_reason
+
+
+def test_semantic_cache_never_crosses_tenants_and_misses_record_why() -> None:
+    router = semantic_core()
+    learned(router, "how do I reset my password for the billing portal")
+    value = json.dumps({"id": "q3", "text": "how do I reset my password for the billing portal",
+                        "tenant": "globex"}).encode()
+    out = router.route_one(message(value, 2), 1002.0)
+    assert out.topic == "t.route.slm"
+    assert "fixed: always slm; semantic" in decode(out.value, RouteRequest).reason
+
+
+def test_a_negated_question_is_not_a_semantic_hit() -> None:
+    router = semantic_core()
+    learned(router, "is it safe to delete the cache folder")
+    value = json.dumps({"id": "q4", "text": "is it not safe to delete the cache folder",
+                        "tenant": "acme"}).encode()
+    assert router.route_one(message(value, 3), 1002.0).topic == "t.route.slm"

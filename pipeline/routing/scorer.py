@@ -1,0 +1,84 @@
+"""Learned difficulty score: logistic regression over [sentence embedding, cheap text features].
+
+score(text) = P(the strong model is needed) in [0, 1]; the router sends a query to the LLM when
+its score reaches the threshold. One dot product after the embedding: a few µs. Trained by
+`python -m pipeline.routing.train` (IRLS in numpy, no scikit-learn); the file also carries the
+score quantiles of its training prompts, so `--slm-share` can set a threshold with no traffic yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.routing.features import text_features
+from pipeline.semantic.embedders import Embedder
+
+MODEL_FILE = Path(__file__).parent / "data" / "difficulty_static.npz"
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    weights: np.ndarray  # (dim,) over [embedding, standardised features]
+    bias: float
+    feat_mean: np.ndarray
+    feat_std: np.ndarray
+    quantiles: np.ndarray  # 101 score quantiles of the training prompts: calibration without traffic
+    embedder: str  # the embedder it was trained over ("static")
+
+    def design(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        feats = np.stack([text_features(t) for t in texts]) if texts else np.zeros((0, len(self.feat_mean)))
+        return np.hstack([vectors, (feats - self.feat_mean) / self.feat_std]).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.bias)))
+
+    def save(self, path: Path) -> None:
+        np.savez(path, weights=self.weights.astype(np.float32), bias=np.float32(self.bias),
+                 feat_mean=self.feat_mean, feat_std=self.feat_std, quantiles=self.quantiles,
+                 embedder=np.array(self.embedder))
+
+    @classmethod
+    def load(cls, path: Path = MODEL_FILE) -> LogisticModel:
+        d = np.load(path)
+        return cls(d["weights"], float(d["bias"]), d["feat_mean"], d["feat_std"], d["quantiles"],
+                   str(d["embedder"]))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 12,
+                 sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method (IRLS); the bias is not penalised."""
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
+    sw = np.ones(n) if sample_weight is None else sample_weight
+    w = np.zeros(d + 1)
+    reg = np.full(d + 1, l2)
+    reg[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ (sw * (p - y)) + reg * w
+        hess = (xb * (sw * p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        w -= np.linalg.solve(hess, grad)
+    return w[:-1].astype(np.float32), float(w[-1])
+
+
+class DifficultyScorer:
+    """Embeds (or reuses an embedding) and scores; one interface: `score(texts) -> (n,) floats`."""
+
+    def __init__(self, embedder: Embedder, model: LogisticModel | None = None) -> None:
+        self.model = model or LogisticModel.load()
+        if embedder.name != self.model.embedder:
+            raise ValueError(f"model trained over {self.model.embedder!r}, embedder is {embedder.name!r}")
+        self.embedder = embedder
+
+    def score(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
+        vecs = self.embedder.embed(texts) if vectors is None else vectors
+        return self.model.predict(self.model.design(vecs, texts))
+
+    def threshold_for_share(self, slm_share: float) -> float:
+        """Threshold sending `slm_share` of the training prompts' distribution to the SLM."""
+        q = self.model.quantiles
+        return float(np.interp(slm_share, np.linspace(0, 1, len(q)), q))
