@@ -105,9 +105,12 @@ def bench_baseline(bootstrap: str, topics: Topics, n: int, out_topic: str) -> di
     return {"name": "plain confluent-kafka loop", "messages": n, "seconds": seconds}
 
 
-def bench_router_process(config: Config, topics: Topics, n: int) -> dict[str, Any]:
+def bench_router_process(config: Config, topics: Topics, n: int, *, semantic: bool) -> dict[str, Any]:
+    # the router consumes as its own group (named after the prefix): a second run needs its own
+    # copy of the input, so it gets its own prefix with the same messages
     env = {**os.environ, "POINTSMAN_TOPIC_PREFIX": topics.prefix,
-           "POINTSMAN_KAFKA_BOOTSTRAP": config.bootstrap}
+           "POINTSMAN_KAFKA_BOOTSTRAP": config.bootstrap,
+           "POINTSMAN_SEMANTIC_CACHE": "on" if semantic else "off"}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "router"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -116,7 +119,8 @@ def bench_router_process(config: Config, topics: Topics, n: int) -> dict[str, An
     finally:
         proc.terminate()
         proc.wait(30)
-    return {"name": "Faust router (1 process)", "messages": n, "seconds": seconds}
+    name = "Faust router, semantic cache on" if semantic else "Faust router (1 process)"
+    return {"name": name, "messages": n, "seconds": seconds}
 
 
 def naive_app(bootstrap: str, topics: Topics) -> None:
@@ -161,19 +165,23 @@ def bench_naive_process(config: Config, topics: Topics, n: int) -> dict[str, Any
 
 def bench_router(config: Config, console: Console, *, messages: int, as_json: bool) -> None:
     kafka.start(config.kafka())
-    topics = Topics(f"bench-{uuid.uuid4().hex[:8]}.")
+    run = uuid.uuid4().hex[:8]
+    topics, semantic_topics = Topics(f"bench-{run}."), Topics(f"bench-{run}-semantic.")
     out = TopicSpec(topics.prefix + "baseline.out", config.partitions, {})
-    ensure_topics(config.bootstrap, [*topics.specs(config.partitions), out])
+    ensure_topics(config.bootstrap, [*topics.specs(config.partitions),
+                                     *semantic_topics.specs(config.partitions), out])
     lines = workload(messages)
     producer = Producer({"bootstrap.servers": config.bootstrap, "linger.ms": 20,
                          "queue.buffering.max.messages": 2_000_000})
-    for line in lines:
-        producer.produce(topics.queries, line)
-    producer.flush()
+    for target in (topics, semantic_topics):
+        for line in lines:
+            producer.produce(target.queries, line)
+        producer.flush()
     rows = [bench_core(lines, topics),
             bench_baseline(config.bootstrap, topics, messages, out.name),
             bench_naive_process(config, topics, messages),
-            bench_router_process(config, topics, messages)]
+            bench_router_process(config, topics, messages, semantic=False),
+            bench_router_process(config, semantic_topics, messages, semantic=True)]
     for row in rows:
         row["per_s"] = round(row["messages"] / row["seconds"]) if row["seconds"] else None
     baseline = rows[1]["per_s"]
