@@ -105,20 +105,26 @@ def bench_baseline(bootstrap: str, topics: Topics, n: int, out_topic: str) -> di
     return {"name": "plain confluent-kafka loop", "messages": n, "seconds": seconds}
 
 
+def _time_process(config: Config, args: list[str], env: dict[str, str], outputs: Topics,
+                  n: int) -> float:
+    """Start a Python process routing into `outputs`; seconds from its first output to its n-th."""
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        topics = [outputs.route_slm, outputs.route_llm, outputs.results, outputs.deadletter]
+        return _time_outputs(config.bootstrap, topics, n, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def bench_router_process(config: Config, topics: Topics, n: int, *, semantic: bool) -> dict[str, Any]:
     # the router consumes as its own group (named after the prefix): a second run needs its own
     # copy of the input, so it gets its own prefix with the same messages
     env = {**os.environ, "POINTSMAN_TOPIC_PREFIX": topics.prefix,
            "POINTSMAN_KAFKA_BOOTSTRAP": config.bootstrap,
            "POINTSMAN_SEMANTIC_CACHE": "on" if semantic else "off"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "router"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        outputs = [topics.route_slm, topics.route_llm, topics.results, topics.deadletter]
-        seconds = _time_outputs(config.bootstrap, outputs, n, timeout=600)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    seconds = _time_process(config, ["-m", "pipeline.cli", "run", "router"], env, topics, n)
     name = "Faust router, semantic cache on" if semantic else "Faust router (1 process)"
     return {"name": name, "messages": n, "seconds": seconds}
 
@@ -152,14 +158,8 @@ def naive_app(bootstrap: str, topics: Topics) -> None:
 def bench_naive_process(config: Config, topics: Topics, n: int) -> dict[str, Any]:
     naive = Topics(topics.prefix + "naive.")
     ensure_topics(config.bootstrap, naive.specs(config.partitions))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.bench", config.bootstrap, topics.prefix],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        outputs = [naive.route_slm, naive.route_llm, naive.results, naive.deadletter]
-        seconds = _time_outputs(config.bootstrap, outputs, n, timeout=600)
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    seconds = _time_process(config, ["-m", "pipeline.bench", config.bootstrap, topics.prefix],
+                            dict(os.environ), naive, n)
     return {"name": "naive per-message Faust agent", "messages": n, "seconds": seconds}
 
 
