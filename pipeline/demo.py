@@ -23,12 +23,15 @@ from topics.admin import ensure_topics
 from topics.errors import InvalidMessage, PointsmanError
 
 SAMPLE = "demo.jsonl"
+# after the first wave is answered: paraphrases (semantic hits), and near misses the guards and
+# the tenant scope must refuse (another tenant, a changed number, a changed entity)
+SECOND_WAVE = "demo_wave2.jsonl"
 
 
-def tagged_workload(run_id: str) -> tuple[list[str], int, int]:
-    """The bundled sample with run-unique ids on JSON objects; returns lines, valid, invalid."""
+def tagged_workload(run_id: str, sample_name: str = SAMPLE) -> tuple[list[str], int, int]:
+    """A bundled sample with run-unique ids on JSON objects; returns lines, valid, invalid."""
     lines, valid = [], 0
-    sample = resources.files("pipeline").joinpath("samples", SAMPLE).read_text("utf-8")
+    sample = resources.files("pipeline").joinpath("samples", sample_name).read_text("utf-8")
     for n, line in enumerate(sample.splitlines()):
         try:
             obj = json.loads(line)
@@ -65,13 +68,12 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
     started = time.time()
     try:
         lines, valid, invalid = tagged_workload(run_id)
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-            f.write("\n".join(lines) + "\n")
-        sent = produce_file(config.bootstrap, config.topics.queries, Path(f.name))
-        os.unlink(f.name)
+        sent = _send(config, lines)
         console.print(f"sent {sent} lines ({valid} valid queries, {invalid} malformed) "
                       f"to {config.topics.queries}; waiting for answers ...")
         done = _wait_for(config, run_id, valid, invalid, started, console, timeout_s)
+        if done:
+            done = _second_wave(config, run_id, console, timeout_s)
         console.rule("Report")
         report.render(report.collect(wait_for_endpoint(config.dsn)), console)
         return 0 if done else 1
@@ -80,6 +82,38 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
             supervisor.stop()
             if not was_running:
                 kafka.stop(kafka_cfg)
+
+
+def _send(config: Config, lines: list[str]) -> int:
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        return produce_file(config.bootstrap, config.topics.queries, Path(f.name))
+    finally:
+        os.unlink(f.name)
+
+
+def _second_wave(config: Config, run_id: str, console: Console, timeout_s: float) -> bool:
+    time.sleep(2.0)  # the routers learn the first wave's answers from the results topic
+    wave = f"{run_id}w2"
+    lines, valid, _ = tagged_workload(wave, SECOND_WAVE)
+    _send(config, lines)
+    console.print(f"second wave: {valid} rephrased or near-miss questions ...")
+    reader = wait_for_endpoint(config.dsn, timeout_s=120)
+    sql = ("SELECT tenant, route, similarity, query_id FROM pointsman.results FINAL "
+           f"WHERE query_id LIKE 'demo-{wave}-%' ORDER BY query_id")
+    deadline = time.monotonic() + timeout_s
+    rows: list = []
+    while time.monotonic() < deadline and len(rows) < valid:
+        time.sleep(1.0)
+        rows = reader.query(sql)[1]
+    texts = [json.loads(line)["text"] for line in lines]
+    for tenant, route, similarity, query_id in rows:
+        shown = f"{similarity:.3f}" if similarity is not None else "-"
+        text = texts[int(query_id.rsplit("-", 1)[1])]
+        console.print(f"  {tenant:7} {route:15} similarity {shown:6} {text}")
+    console.print(f"  second wave: answered {len(rows)}/{valid}")
+    return len(rows) >= valid
 
 
 def _wait_for(config: Config, run_id: str, valid: int, invalid: int, started: float,

@@ -46,6 +46,12 @@ def test_demo_runs_the_real_model_end_to_end(own_env: dict[str, str]) -> None:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "answered 63/63, dead-lettered 8/8" in demo.stdout
     assert "stand-in for a remote LLM" in demo.stdout
+    assert "second wave: answered 7/7" in demo.stdout
+    wave = [line.split() for line in demo.stdout.splitlines() if "similarity" in line]
+    assert any(w[1] == "semantic_cache" for w in wave)  # a rephrased question hit the cache
+    # globex never asked about planets: acme's answer must not reach it
+    planets = [w[1] for w in wave if w[0] == "globex" and "planet" in w]
+    assert len(planets) == 1 and planets[0] not in ("cache", "semantic_cache")
     # the embedded database is free again after the demo: the report opens it directly
     report = pointsman(own_env, "sql", "SELECT route, count() FROM pointsman.results FINAL "
                        "GROUP BY route ORDER BY route", "--format", "csv")
