@@ -70,9 +70,6 @@ class OutputProducer:
     def deliver(self, timeout: float = 60.0) -> None:
         """Block until everything sent so far is acknowledged; raise if anything failed."""
         remaining = self._producer.flush(timeout)
-        self._raise_errors(remaining)
-
-    def _raise_errors(self, remaining: int) -> None:
         errors, self._errors = self._errors, []
         if remaining:
             raise RetryableError(f"{remaining} messages not delivered in time")

@@ -33,7 +33,6 @@ class ResultsFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="results-feed", daemon=True)
         self.caught_up = threading.Event()
-        self.seen = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -76,7 +75,6 @@ class ResultsFeed:
                         log.warning("results feed skipped a bad result: %s", exc.reason)
                 if results:
                     self._on_results(results)  # one batch: the semantic index grows per batch
-                    self.seen += len(results)
                 if len(at_eof) == len(partitions):
                     self.caught_up.set()  # after learning the batch that reached the end
         except Exception:

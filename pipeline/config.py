@@ -148,21 +148,17 @@ class Config:
 
     def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
         """Upstreams from POINTSMAN_LLM_UPSTREAMS_FILE, else the one from base URL/model/key."""
+        prices = PriceTable()
         if self.llm_upstreams_file:
-            upstreams, _prices = load_upstreams(Path(self.llm_upstreams_file))
+            upstreams, overrides = load_upstreams(Path(self.llm_upstreams_file))
+            prices.prices.update(overrides)
         else:
             upstreams = [Upstream("default", base_url or self.llm_base_url, self.llm_model,
                                   api_key=self.llm_api_key, timeout_s=self.llm_timeout_s)]
         llm = LlmSettings(upstreams=tuple(upstreams), retries=self.llm_retries,
                           max_concurrency=self.llm_concurrency)
-        return LlmWorkerSettings(self.bootstrap, self.topics, llm, group=self.group("llm"))
-
-    def prices(self) -> PriceTable:
-        table = PriceTable()
-        if self.llm_upstreams_file:
-            _upstreams, overrides = load_upstreams(Path(self.llm_upstreams_file))
-            table.prices.update(overrides)
-        return table
+        return LlmWorkerSettings(self.bootstrap, self.topics, llm, prices=prices,
+                                 group=self.group("llm"))
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"))

@@ -65,21 +65,22 @@ class RouterCore:
         self.cache = cache
         self.semantic = semantic
         self.limits = limits or Limits()
-        self._semantic_lock = threading.Lock()  # the results feed fills it from another thread
+        # the results feed fills both caches from its own thread: one lock, taken once a batch
+        self._caches = threading.Lock()
 
     def route_batch(self, batch: list[Incoming], picked_at: float) -> list[Outgoing]:
         outs: list[Outgoing | None] = []
         misses: list[_Miss] = []
-        for i, message in enumerate(batch):
-            first = self._first_pass(i, message, picked_at)
-            outs.append(first if isinstance(first, Outgoing) else None)
-            if isinstance(first, _Miss):
-                misses.append(first)
-        looks: list[Lookup | None] = [None] * len(misses)
         vectors: np.ndarray | None = None
-        if self.semantic is not None and misses:
-            keys = [key_for(m.query) for m in misses]
-            with self._semantic_lock:
+        with self._caches:
+            for i, message in enumerate(batch):
+                first = self._first_pass(i, message, picked_at)
+                outs.append(first if isinstance(first, Outgoing) else None)
+                if isinstance(first, _Miss):
+                    misses.append(first)
+            looks: list[Lookup | None] = [None] * len(misses)
+            if self.semantic is not None and misses:
+                keys = [key_for(m.query) for m in misses]
                 vectors = self.semantic.embed(keys)
                 looks = list(self.semantic.lookup_batch(keys, self.clock(), vectors=vectors))
         for j, miss in enumerate(misses):
@@ -144,19 +145,14 @@ class RouterCore:
 
     def learn(self, results: list[Result]) -> None:
         """Fill the caches from the results stream (every router sees every result)."""
-        entries = []
-        for result in results:
-            if result.route not in CACHEABLE_ROUTES or result.error is not None or not result.fingerprint:
-                continue
-            self.cache.put(
-                result.fingerprint,
-                CachedAnswer(result.answer, result.model, result.query_id, result.completed_at),
-            )
-            if self.semantic is not None and result.query is not None:
-                entries.append(SemanticEntry(key_for(result.query), result.answer, result.model,
-                                             result.query_id, result.completed_at))
-        if entries and self.semantic is not None:
-            with self._semantic_lock:
+        learned = [r for r in results
+                   if r.route in CACHEABLE_ROUTES and r.error is None and r.fingerprint]
+        entries = [SemanticEntry(key_for(r.query), r.answer, r.model, r.query_id, r.completed_at)
+                   for r in learned if self.semantic is not None and r.query is not None]
+        with self._caches:
+            for r in learned:
+                self.cache.put(r.fingerprint, CachedAnswer(r.answer, r.model, r.query_id, r.completed_at))
+            if entries and self.semantic is not None:
                 self.semantic.put_batch(entries, self.clock())
 
     def _dead_letter(self, message: Incoming, reason: str, origin: str) -> Outgoing:

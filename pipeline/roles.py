@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from pipeline.config import Config
+from workers.loop import StopFlag
 
 ROLES = ("router", "slm", "llm", "sink")
 
@@ -17,7 +18,6 @@ ROLES = ("router", "slm", "llm", "sink")
 def run_role(role: str, config: Config) -> None:
     """Run one role in this process until SIGINT/SIGTERM."""
     from topics.admin import ensure_topics
-    from workers.loop import StopFlag
 
     # idempotent, so any role can start first against a fresh broker (compose, Kubernetes)
     ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
@@ -41,7 +41,7 @@ def run_role(role: str, config: Config) -> None:
         raise ValueError(f"unknown role {role!r}: {', '.join(ROLES)}")
 
 
-def _run_llm(config: Config, stop: object) -> None:
+def _run_llm(config: Config, stop: StopFlag) -> None:
     from workers.llm_standin import STANDIN_NOTICE, StandinLLM, StandinServer
     from workers.llm_worker import run_llm_worker
 
@@ -59,13 +59,13 @@ def _run_llm(config: Config, stop: object) -> None:
         print(f"LLM track: {STANDIN_NOTICE} at {base_url}, model {model} "
               "(set POINTSMAN_LLM_BASE_URL for a real remote LLM)", flush=True)
     try:
-        run_llm_worker(config.llm(base_url), stop, prices=config.prices())  # type: ignore[arg-type]
+        run_llm_worker(config.llm(base_url), stop)
     finally:
         if server is not None:
             server.stop()
 
 
-def _run_sink(config: Config, stop: object) -> None:
+def _run_sink(config: Config, stop: StopFlag) -> None:
     from infra.clickhouse import Database, connect, is_embedded, migrate
     from infra.query_server import QueryServer
     from pipeline.sink import run_sink
@@ -74,7 +74,7 @@ def _run_sink(config: Config, stop: object) -> None:
     migrate(database.client)
     server = QueryServer(database, config.dsn).start() if is_embedded(config.dsn) else None
     try:
-        run_sink(config.sink(), database, stop)  # type: ignore[arg-type]
+        run_sink(config.sink(), database, stop)
     finally:
         if server is not None:
             server.stop()
@@ -83,9 +83,8 @@ def _run_sink(config: Config, stop: object) -> None:
 class Supervisor:
     """Runs each role as a child process; restarts one that dies; stops all on a signal."""
 
-    def __init__(self, roles: Sequence[str], *, restart: bool = True) -> None:
+    def __init__(self, roles: Sequence[str]) -> None:
         self.roles = list(roles)
-        self.restart = restart
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.restart_delay: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
@@ -108,8 +107,6 @@ class Supervisor:
             for role, child in list(self.children.items()):
                 code = child.poll()
                 if code is not None and not self._stopping:
-                    if not self.restart:
-                        raise SystemExit(f"role {role} exited with {code}")
                     # a role that dies right after starting is misconfigured: back off, do not spin
                     quick = time.monotonic() - self.started_at[role] < 30
                     delay = min(self.restart_delay.get(role, 0.5) * 2, 60.0) if quick else 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -40,20 +40,19 @@ class LlmWorkerSettings:
     # a query without deadline_s has none: a backlog (or a backfill) must not expire answers
     default_deadline_s: float | None = None
     commit_interval_s: float = 1.0
+    prices: PriceTable = field(default_factory=PriceTable)
     group: str = "pointsman-llm"
 
 
 class LlmWorker:
-    def __init__(self, settings: LlmWorkerSettings, client: ChatClient, prices: PriceTable,
+    def __init__(self, settings: LlmWorkerSettings, client: ChatClient,
                  producer: PipelinedProducer | None = None) -> None:
         self.settings = settings
         self.client = client
-        self.prices = prices
         self.tracker = OffsetTracker()
         self.recent: RecentAnswers[Answer] = RecentAnswers()
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
-        self.peak_in_flight = 0
 
     @property
     def producer(self) -> PipelinedProducer:
@@ -98,7 +97,6 @@ class LlmWorker:
     def _start(self, message: Message, tasks: set[asyncio.Task[None]]) -> None:
         tp = (message.topic(), message.partition())
         self.tracker.started(tp, message.offset())
-        self.peak_in_flight = max(self.peak_in_flight, self.tracker.in_flight)
         task = asyncio.create_task(self._handle(message, tp))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -160,7 +158,7 @@ class LlmWorker:
         return Answer(
             text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens, inference_ms=(time.perf_counter() - started) * 1000,
-            cost_usd=self.prices.llm_cost(done.model, done.prompt_tokens, done.completion_tokens,
+            cost_usd=self.settings.prices.llm_cost(done.model, done.prompt_tokens, done.completion_tokens,
                                           configured=self.client.settings.model),
         )
 
@@ -188,12 +186,11 @@ class LlmWorker:
 
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,
-                   transport: httpx.AsyncBaseTransport | None = None,
-                   prices: PriceTable | None = None) -> None:
+                   transport: httpx.AsyncBaseTransport | None = None) -> None:
     async def main() -> None:
         limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
         async with httpx.AsyncClient(transport=transport, limits=limits) as http:
-            worker = LlmWorker(settings, ChatClient(settings.llm, http), prices or PriceTable())
+            worker = LlmWorker(settings, ChatClient(settings.llm, http))
             await worker.run(stop)
 
     asyncio.run(main())

@@ -130,7 +130,7 @@ def answer_all(base_url: str, messages: list[FakeMessage], retries: int = 1,
         settings = LlmWorkerSettings("127.0.0.1:1", TOPICS, LlmSettings(
             upstreams=(upstream,), retries=retries, backoff_s=0.01))
         async with httpx.AsyncClient() as http:
-            worker = LlmWorker(settings, ChatClient(settings.llm, http), PriceTable())
+            worker = LlmWorker(settings, ChatClient(settings.llm, http))
             requests = [decode(m.value(), RouteRequest) for m in messages]
             outs = await asyncio.gather(*(worker._answer(r, 100.0) for r in requests))
         return [o for out in outs for o in out]
