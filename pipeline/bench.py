@@ -30,6 +30,7 @@ from pipeline.config import Config
 from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
 from pipeline.policy import make_policy
+from pipeline.router import faust_datadir
 from topics.admin import ensure_topics
 from topics.names import Topics, TopicSpec
 
@@ -133,8 +134,10 @@ def naive_app(bootstrap: str, topics: Topics) -> None:
     """Run a per-message Faust agent over the same topics (what the router improves on)."""
     import faust
 
-    app = faust.App(f"{topics.prefix}naive", broker=f"kafka://{bootstrap}", store="memory://",
-                    web_enabled=False, consumer_auto_offset_reset="earliest", topic_disable_leader=True)
+    app_id = f"{topics.prefix}naive"
+    app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://",
+                    datadir=faust_datadir(app_id), web_enabled=False,
+                    consumer_auto_offset_reset="earliest", topic_disable_leader=True)
     core = RouterCore(topics, make_policy("baseline-length"), ExactCache())
     source = app.topic(topics.queries, key_serializer="raw", value_serializer="raw")
     sinks: dict[str, Any] = {}

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faust
 
@@ -50,11 +52,17 @@ class RouterSettings:
     backfill_yield_s: float = 0.5
 
 
+def faust_datadir(app_id: str) -> str:
+    """Faust creates a table directory even with the memory store; keep it out of the cwd."""
+    return str(Path(tempfile.gettempdir()) / "pointsman-faust" / app_id)
+
+
 def build_app(settings: RouterSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",
+        datadir=faust_datadir(settings.app_id),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=10_000,
