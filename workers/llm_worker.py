@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.kafka_io import Outgoing, PipelinedProducer, new_consumer
 from topics.codec import encode
-from topics.errors import PointsmanError
+from topics.errors import PointsmanError, RetryableError
 from topics.names import Topics
 from topics.schemas import DeadLetter, RouteRequest
 from workers.answers import Answer, decode_requests, result_for
@@ -53,6 +53,7 @@ class LlmWorker:
         self.recent: RecentAnswers[Answer] = RecentAnswers()
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
+        self._stop = StopFlag()  # replaced by run()'s flag
 
     @property
     def producer(self) -> PipelinedProducer:
@@ -62,6 +63,7 @@ class LlmWorker:
         return self._producer
 
     async def run(self, stop: StopFlag) -> None:
+        self._stop = stop
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
                                 [self.settings.topics.route_llm], on_revoke=self._on_revoke)
         poller = asyncio.create_task(self.producer.poll_forever())
@@ -105,14 +107,26 @@ class LlmWorker:
         picked, out = decode_requests([message], self.settings.topics)
         for item in picked:
             out += await self._answer(item.request, item.picked_at)
-        delivered = await self.producer.send(out)
-        try:
-            await delivered
-        except PointsmanError:
-            # not written, so not finished: its offset stays uncommitted and is replayed on restart
-            log.error("results for offset %s:%d not delivered", tp, message.offset(), exc_info=True)
-            return
-        self.tracker.finished(tp, message.offset())
+        if await self._deliver(out, tp, message.offset()):
+            self.tracker.finished(tp, message.offset())
+
+    async def _deliver(self, out: list[Outgoing], tp: tuple[str, int], offset: int) -> bool:
+        """Send until the broker acknowledges (a resend may duplicate a result; the sink keeps
+        one row per query id). Gives up only when stopping: the offset then stays uncommitted
+        and the message is replayed on restart."""
+        delay = 0.1
+        while True:
+            try:
+                await (await self.producer.send(out))
+                return True
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    log.error("results for offset %s:%d not delivered before stop: %s", tp, offset, exc)
+                    return False
+                log.warning("results for offset %s:%d not delivered, retrying in %.1fs: %s",
+                            tp, offset, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _answer(self, request: RouteRequest, picked_at: float) -> list[Outgoing]:
         fp = request.fingerprint
@@ -129,6 +143,9 @@ class LlmWorker:
             try:
                 answer = await self._call(request)
                 future.set_result(answer)
+            except BaseException:  # cancelled (_call answers every error): followers stop too
+                future.cancel()
+                raise
             finally:
                 del self.calls[fp]
             if answer.error is None:
@@ -154,6 +171,10 @@ class LlmWorker:
         except PointsmanError as exc:
             # retries are spent or the deadline passed: answer with the error, never loop forever
             return Answer("", self.client.settings.model, error=f"llm failed: {exc}",
+                          inference_ms=(time.perf_counter() - started) * 1000)
+        except Exception as exc:  # a bug or an unmapped client error: keep the query, say why
+            log.exception("LLM call for %s failed unexpectedly", request.query_id)
+            return Answer("", self.client.settings.model, error=f"llm failed: internal error: {exc!r}",
                           inference_ms=(time.perf_counter() - started) * 1000)
         return Answer(
             text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,

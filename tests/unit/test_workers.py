@@ -9,6 +9,7 @@ import pytest
 
 from infra.kafka_io import Outgoing
 from topics.codec import decode, encode
+from topics.errors import RetryableError
 from topics.names import Topics
 from topics.schemas import DeadLetter, Query, Result, RouteRequest, Timings
 from workers.answers import Answer
@@ -166,3 +167,65 @@ def test_a_query_past_its_deadline_fails_without_calling_upstream(standin) -> No
 
 def test_answer_defaults_are_free() -> None:
     assert Answer("x", "m").cost_usd == 0.0
+
+
+class BrokenClient:
+    """A chat client with a bug: every call raises something that is not a PointsmanError."""
+
+    settings = LlmSettings(upstreams=(Upstream("broken", "http://127.0.0.1:1", "m"),))
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, *_args: object, **_kwargs: object) -> None:
+        self.calls += 1
+        await asyncio.sleep(0.01)  # the follower arrives while the call is in flight
+        raise KeyError("unexpected")
+
+
+def test_unexpected_llm_error_answers_leader_and_coalesced_follower() -> None:
+    async def main() -> list[Outgoing]:
+        client = BrokenClient()
+        worker = LlmWorker(LlmWorkerSettings("127.0.0.1:1", TOPICS, client.settings), client)
+        requests = [decode(request(i, "same text").value(), RouteRequest) for i in ("1", "2")]
+        outs = await asyncio.wait_for(asyncio.gather(*(worker._answer(r, 1.0) for r in requests)), 5)
+        assert client.calls == 1
+        return [o for out in outs for o in out]
+
+    out = asyncio.run(main())
+    results = [decode(o.value, Result) for o in out if o.topic == TOPICS.results]
+    letters = [decode(o.value, DeadLetter) for o in out if o.topic == TOPICS.deadletter]
+    assert sorted(r.query_id for r in results) == ["1", "2"]
+    assert all("internal error" in (r.error or "") for r in results)
+    assert sorted(letter.query_id for letter in letters) == ["1", "2"]
+
+
+class FlakyProducer:
+    """Fails the first `failures` deliveries, as a broker that is briefly away does."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.sends = failures, 0
+
+    async def send(self, _out: list[Outgoing]) -> asyncio.Future[None]:
+        self.sends += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.sends <= self.failures:
+            done.set_exception(RetryableError("broker away"))
+        else:
+            done.set_result(None)
+        return done
+
+
+def test_llm_results_are_resent_until_delivered_and_given_up_only_on_stop() -> None:
+    settings = LlmWorkerSettings("127.0.0.1:1", TOPICS, BrokenClient.settings)
+
+    async def deliver(producer: FlakyProducer, stop: bool) -> bool:
+        worker = LlmWorker(settings, BrokenClient(), producer)  # type: ignore[arg-type]
+        if stop:
+            worker._stop.set()
+        return await worker._deliver([], ("t", 0), 7)
+
+    eventually = FlakyProducer(failures=2)
+    assert asyncio.run(deliver(eventually, stop=False)) and eventually.sends == 3
+    stopping = FlakyProducer(failures=5)
+    assert not asyncio.run(deliver(stopping, stop=True)) and stopping.sends == 1
