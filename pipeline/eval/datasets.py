@@ -1,7 +1,8 @@
 """Labelled data for the evaluations, read from installed packages and shared/ (nothing downloaded).
 
 Cache pairs (a = the cached query, b = the new one, same = one answer serves both):
-  fow     `fow-cache` (data CC-BY-4.0): 600 question pairs in six categories + 240 chat pairs
+  fow     `fow-cache` (data CC-BY-4.0): 600 question pairs in six categories + 240 chat pairs;
+          split by `fow_half` into an even half (design) and an odd half (held out)
   contra  `contradish` (MIT): each case's original vs. its rephrasings (~3,900 same) and the
           originals of neighbouring cases of one domain (~530 not same)
 Router prompts: `shared/data/routellm` (RouteLLM's per-prompt labels for Mixtral vs GPT-4).
@@ -15,6 +16,8 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import xxhash
 
 ROUTELLM_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "routellm"  # ../shared
 
@@ -45,6 +48,11 @@ def fow_pairs(conversations: bool = True) -> list[Pair]:
             pairs.append(Pair(c["a"][-1]["content"], c["b"][-1]["content"], bool(c["same_answer"]),
                               "chat_" + c["subtype"], "fow", ca, cb))
     return pairs
+
+
+def fow_half(pair: Pair) -> str:
+    """`even` (the guards were designed on it) or `odd` (held out): a hash of the cached question."""
+    return "odd" if xxhash.xxh32(pair.a.encode()).intdigest() % 2 else "even"
 
 
 def contradish_pairs() -> list[Pair]:

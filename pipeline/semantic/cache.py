@@ -6,7 +6,8 @@ A lookup (run only on exact-cache misses):
      and different generation parameters never meet;
   2. expired entries, other chat contexts and guard conflicts (negation, numbers, entities,
      direction, swapped words, long shared prefix) are dropped: all pure, no model;
-  3. static cosine >= fast_accept: hit; < fast_reject: miss; in between (the grey band) the
+  3. the same words up to spelling (`acount`, `adress`): hit, whatever the cosine;
+     static cosine >= fast_accept: hit; < fast_reject: miss; in between (the grey band) the
      verifier (MiniLM ONNX) embeds query and candidate in one micro-batch for the whole lookup
      batch, and its cosine must reach the tenant's threshold.
 Entries are evicted oldest first past `max_entries` and dropped after `ttl_s`. Insertion order is
@@ -24,7 +25,7 @@ import numpy as np
 
 from pipeline.fingerprint import normalise
 from pipeline.semantic.embedders import Embedder
-from pipeline.semantic.guards import first_conflict
+from pipeline.semantic.guards import first_conflict, spelling_variant
 from pipeline.semantic.index import VectorIndex
 from topics.schemas import Query
 
@@ -161,7 +162,10 @@ class SemanticCache:
                 out[i] = Lookup(None, None, "none", found)
                 continue
             eid, sim = found
-            if self.verifier is None:
+            if self._spelling_variant(keys[i], eid):
+                out[i] = Lookup(self._entries[eid], sim, "static", "semantic static: same words up to "
+                                f"spelling (cosine {sim:.3f}) vs {self._entries[eid].source_query_id}")
+            elif self.verifier is None:
                 hit = sim >= s.threshold_for(keys[i].tenant)
                 out[i] = self._decide(hit, eid, sim, "static", s.threshold_for(keys[i].tenant))
             elif sim >= max(s.fast_accept, s.threshold_for(keys[i].tenant)):  # a stricter tenant waits
@@ -198,6 +202,12 @@ class SemanticCache:
                 continue
             return eid, sim
         return reasons[min(1, len(reasons) - 1)]
+
+    def _spelling_variant(self, key: SemanticKey, eid: int) -> bool:
+        """A typo'd repeat of the entry hits whatever its cosine, unless the tenant is stricter than
+        the fast stage (a strict tenant always goes through its threshold)."""
+        lax = self.settings.threshold_for(key.tenant) <= self.settings.fast_accept
+        return lax and spelling_variant(self._entries[eid].key.text, key.text)
 
     def _verify(self, keys: Sequence[SemanticKey], grey: list[tuple[int, int, float]]) -> list[float]:
         assert self.verifier is not None

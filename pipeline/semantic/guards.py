@@ -37,7 +37,8 @@ del _NUMBER_WORDS["-"]
 _TIME_WORDS = _set("""monday tuesday wednesday thursday friday saturday sunday weekday weekdays
     weekend weekends january february march april may june july august september october
     november december today tomorrow yesterday tonight morning afternoon evening night noon
-    midnight am pm""")
+    midnight""")
+_CLOCK_UNITS = ("am", "pm")  # times only after a number: "7 am", never "am I entitled"
 # Function words and politeness: paraphrases change these freely, so they never count as content.
 _STOP = _set("""a an the and or but if of to in on at by for from with about into onto as is
     are was were be been being am do does did done doing have has had having can could will would
@@ -45,9 +46,13 @@ _STOP = _set("""a an the and or but if of to in on at by for from with about int
     there here what which who whom whose when where why how please thanks thank hi hello hey just
     so also any some get got go going way able possible need want like i'd i'm i've it's what's
     there's let let's tell know kindly ok okay um uh er erm hmm ah oh much many""")
-# Greetings and fillers that open a message say nothing about the question.
-_CHATTER = re.compile(r"^\W*((hi|hello|hey|good morning|good afternoon|good evening|morning|afternoon"
-                      r"|evening)( team| there| all| folks)?\b[\s,!.]*|(um|uh|er|erm|so)\b[\s,]*)+", re.I)
+# Greetings, apologies and thanks that open or close a message say nothing about the question.
+_OPENERS = (r"(hi|hiya|hello|hey|good morning|good afternoon|good evening|morning|afternoon|evening)"
+            r"( team| there| all| folks)?|um|uh|er|erm|so|yeah|ok|okay"
+            r"|sorry( to bother you| to trouble you)?|(quick|silly|stupid|dumb|simple) question")
+_CLOSERS = r"(many )?thanks( so much| a lot| in advance)?|thank you( so much| in advance)?|cheers"
+_CHATTER = re.compile(rf"^\W*(({_OPENERS})\b[\s,!.]*(but\b[\s,]*)?)+", re.I)
+_CLOSING = re.compile(rf"(?<![\w'])(({_CLOSERS})\b[\s,!.]*)+$", re.I)
 _SPELLING = ((re.compile(r"our\b"), "or"), (re.compile(r"re\b"), "er"),
              (re.compile(r"is(e|ed|ing)\b"), r"iz\1"))  # British -> American spelling
 _OPPOSITE_PREFIXES = ("un", "non", "in", "im", "dis", "de", "ir", "il", "anti", "counter")
@@ -57,10 +62,18 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
 _CLOCK = re.compile(r"[\d.,:/%]+(am|pm)$")
 
 
+def _strip_chatter(text: str) -> str:
+    text = _CHATTER.sub("", text)
+    tail = text[-40:].casefold()
+    return _CLOSING.sub("", text) if "thank" in tail or "cheers" in tail else text  # regex only if needed
+
+
 def words(text: str) -> list[str]:
-    return [w.replace("’", "'").strip("'-.,:/") for w in _WORD.findall(_CHATTER.sub("", text))]
+    core = _strip_chatter(text)
+    return [w.replace("’", "'").strip("'-.,:/") for w in _WORD.findall(core)]
 
 
+@lru_cache(maxsize=65_536)
 def _stem(word: str) -> str:
     w = word.casefold().removesuffix("'s")
     for pattern, repl in _SPELLING:
@@ -73,25 +86,28 @@ def _stem(word: str) -> str:
 
 def numbers(text: str) -> frozenset[str]:
     """Numbers (digits or words, `£1,000` == `1000`), weekdays, months and relative dates."""
-    out = set()
+    out: list[str] = []
     parts = [p for w in words(text) for p in _HYPHEN.split(w.casefold())]
-    for low in parts:
+    for prev, low in zip(["", *parts], parts, strict=False):
+        number = prev[:1].isdigit() or prev in _NUMBER_WORDS
         if low[:1].isdigit():
             digits = _THOUSANDS.sub("", low)
             unit = _CLOCK.match(digits)
-            out.add(digits if unit is None else digits[:-2].removesuffix(":00"))
+            out.append(digits if unit is None else digits[:-2].removesuffix(":00"))
             if unit is not None:
-                out.add(unit.group(1))
+                out.append(unit.group(1))
         elif low in _NUMBER_WORDS:
-            out.add(_NUMBER_WORDS[low])
-        elif low in _TIME_WORDS:
-            out.add(low.removesuffix("s"))
+            out.append(_NUMBER_WORDS[low])
+        elif low in _TIME_WORDS or (low in _CLOCK_UNITS and number):
+            out.append(low.removesuffix("s"))
+        elif low == "percent" and number and out:
+            out.append(out.pop().removesuffix("%") + "%")  # "fifteen percent" == "15%"
     return frozenset(out)
 
 
 def negation_parity(text: str) -> int:
     cues = (w.casefold() for w in words(text))
-    return sum(w in _NEGATION or w.endswith("n't") or w.startswith("non-") for w in cues) % 2
+    return sum(_negation(w) or w.startswith("non-") for w in cues) % 2
 
 
 def entities(text: str) -> frozenset[str]:
@@ -133,10 +149,16 @@ def same_word(x: str, y: str) -> bool:
     return SequenceMatcher(None, x, y).ratio() >= 0.8
 
 
+def _negation(word: str) -> bool:
+    return word in _NEGATION or word.endswith("n't")
+
+
 def content_words(text: str) -> list[str]:
+    """Words that carry the question: not function words, numbers or times (the numbers guard's
+    job) nor plain negations (the negation guard's: `can't` and `cannot` are the same word)."""
     low = (w.casefold() for w in words(text))
-    return [w for w in low if w not in _STOP and w.removesuffix("'s") not in _STOP and not w[:1].isdigit()
-            and w not in _NUMBER_WORDS and w not in _TIME_WORDS]  # those two: the numbers guard's job
+    return [w for w in low if not {w, w.removesuffix("'s"), _stem(w)} & _STOP and not w[:1].isdigit()
+            and w not in _NUMBER_WORDS and w not in _TIME_WORDS and not _negation(w)]
 
 
 def substitution(a: str, b: str, min_ratio: float = 0.6) -> tuple[list[str], list[str]] | None:
@@ -194,10 +216,21 @@ def guard_negation(a: str, b: str) -> str | None:
     return None if negation_parity(a) == negation_parity(b) else "negation differs"
 
 
+def spelled_out(acronym: str, text: str) -> bool:
+    """`PAC` in `a porting authorisation code`: consecutive words whose initials spell the acronym."""
+    n = len(acronym)
+    if not (acronym.isalpha() and 3 <= n <= 6):
+        return False
+    initials = "".join(w[0] for w in words(text.casefold()))
+    return acronym.casefold() in initials
+
+
 def guard_entities(a: str, b: str) -> str | None:
-    """An entity of one side must appear on the other, in any case (`UK` vs. an all-lowercase `uk`)."""
+    """An entity of one side must appear on the other, in any case (`UK` vs. an all-lowercase `uk`),
+    or spelled out (`PAC` vs. `porting authorisation code`)."""
     wa, wb = {_stem(w) for w in words(a)}, {_stem(w) for w in words(b)}
-    missing = {e for e in entities(a) if _stem(e) not in wb} | {e for e in entities(b) if _stem(e) not in wa}
+    missing = ({e for e in entities(a) if _stem(e) not in wb and not spelled_out(e, b)}
+               | {e for e in entities(b) if _stem(e) not in wa and not spelled_out(e, a)})
     return None if not missing else f"entities differ: {sorted(missing)}"
 
 
@@ -229,3 +262,10 @@ def first_conflict(a: str, b: str, guards: tuple[Guard, ...] = GUARDS) -> str | 
         if reason is not None:
             return reason
     return None
+
+
+def spelling_variant(a: str, b: str) -> bool:
+    """The same words in the same order up to typos, stems and case (`acount` == `account`): a near
+    repeat whose answer holds whatever its embeddings say (typos push a short text's cosine down)."""
+    wa, wb = [w.casefold() for w in words(a)], [w.casefold() for w in words(b)]
+    return len(wa) == len(wb) > 0 and all(same_word(x, y) for x, y in zip(wa, wb, strict=True))

@@ -126,3 +126,15 @@ def test_strict_tenant_is_never_fast_accepted() -> None:
     c.put(entry("strict", "How do I change my delivery address?"), now=0.0)
     found = c.lookup_batch([SemanticKey("strict", "how do i change my delivery address")], 1.0)[0]
     assert found.stage == "verifier" and verifier.texts == 2
+
+
+def test_typo_repeat_hits_without_the_verifier_unless_the_tenant_is_strict() -> None:
+    verifier = CountingEmbedder()
+    settings = SemanticSettings(threshold=0.95, fast_accept=0.97, tenant_thresholds={"strict": 0.999})
+    c = SemanticCache(HashingEmbedder(), verifier, settings)
+    for tenant in ("lax", "strict"):
+        c.put(entry(tenant, "How do I change the email address on my account?"), now=0.0)
+    keys = [SemanticKey(t, "How do I chnage the email adress on my acount?") for t in ("lax", "strict")]
+    lax, strict = c.lookup_batch(keys, 1.0)
+    assert lax.entry is not None and lax.stage == "static" and "spelling" in lax.reason
+    assert strict.stage == "verifier"

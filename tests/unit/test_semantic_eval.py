@@ -1,5 +1,5 @@
 from pipeline.eval.cache_eval import _groups, live, sweep
-from pipeline.eval.datasets import Pair
+from pipeline.eval.datasets import Pair, fow_half
 from pipeline.semantic.cache import SemanticSettings
 from pipeline.semantic.embedders import HashingEmbedder
 
@@ -27,3 +27,10 @@ def test_live_modes_and_sweep() -> None:
     assert shared["false_hits"] == 0
     rows = sweep(PAIRS, fast, None, settings)
     assert rows[0]["static_guarded"]["false_hits"] == 0 and "minilm_raw" not in rows[0]
+
+
+def test_fow_half_is_a_stable_split_of_the_cached_question() -> None:
+    halves = {fow_half(p) for p in PAIRS}
+    assert halves <= {"even", "odd"}
+    assert fow_half(PAIRS[0]) == fow_half(PAIRS[1])  # one cached question, one half
+    assert fow_half(Pair("x", "y", True, "c", "t")) == fow_half(Pair("x", "z", False, "d", "t"))

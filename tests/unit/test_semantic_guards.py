@@ -7,6 +7,8 @@ from pipeline.semantic.guards import (
     negation_parity,
     numbers,
     same_word,
+    spelled_out,
+    spelling_variant,
     substitution,
 )
 
@@ -25,6 +27,9 @@ from pipeline.semantic.guards import (
      "Transfer £50 from my current account to my savings"),
     ("How do I reset my password?", "How do I reset my colleague's password?"),
     ("What's the paracetamol dose for adults?", "What's the paracetamol dose for children?"),
+    ("Book a table at 7 am", "Book a table at 7 pm"),
+    ("What's 15% of 200?", "What's 15 of 200?"),
+    ("How do I get a PAC code?", "How do I get a parking permit?"),
     ("Report:\n" + "x " * 300 + "\nSummarise it.", "Report:\n" + "x " * 300 + "\nTranslate it to French."),
 ])
 def test_traps_are_rejected(a: str, b: str) -> None:
@@ -40,6 +45,15 @@ def test_traps_are_rejected(a: str, b: str) -> None:
     ("How do I cancel my subscription?", "I'd like to end my subscription, how do I do that?"),
     ("How do I book a smear test?", "um how do i book a smear test"),
     ("How much is a ticket for two adults?", "How much is a ticket for 2 adults?"),
+    ("How do I bleed a radiator?", "Sorry, silly question, but how do I bleed a radiator?"),
+    ("How do I apply for a student loan?", "Hiya, how do I apply for a student loan? Thanks in advance"),
+    ("What is the notice period?", "Hi! What is the notice period? Cheers"),
+    ("I can't log in to my bank, what should I do?", "I cannot log in to my bank, what should I do?"),
+    ("What documents do I need to open an account?", "What documents are needed to open an account?"),
+    ("Can I get a refund if it is faulty?", "It arrived broken, am I entitled to a refund?"),
+    ("What's 15% of 200?", "Calculate fifteen percent of 200"),
+    ("How do I get a PAC code to switch networks?",
+     "What's the process for requesting a porting authorisation code so I can move provider?"),
 ])
 def test_same_meaning_passes(a: str, b: str) -> None:
     assert first_conflict(a, b) is None
@@ -56,3 +70,22 @@ def test_extractors() -> None:
     assert not same_word("lock", "unlock") and same_word("centre", "center")
     assert substitution("How do I increase the font size?", "How do I decrease the font size?") == \
         (["increase"], ["decrease"])
+
+
+def test_clock_units_and_percent() -> None:
+    assert numbers("Remind me at 7 am") == numbers("Remind me at 7am") == {"7", "am"}
+    assert numbers("Am I entitled to a refund?") == frozenset()
+    assert numbers("fifteen percent") == numbers("15%") == {"15%"}
+
+
+def test_spelled_out_acronyms() -> None:
+    assert spelled_out("PAC", "a porting authorisation code")
+    assert not spelled_out("PAC", "a code for porting") and not spelled_out("UK", "united kingdom")
+
+
+def test_spelling_variants() -> None:
+    assert spelling_variant("How do I change the email address on my account?",
+                            "How do I chnage the email adress on my acount?")
+    assert not spelling_variant("What's the capital of Austria?", "What's the capital of Australia?")
+    assert not spelling_variant("How do I reset my password?", "How do I reset your password?")
+    assert not spelling_variant("How do I lock my card?", "How do I unlock my card?")
