@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batches", default="1,8,32", help="slm: batch sizes")
     bench.add_argument("--tokens", type=int, default=32, help="slm: new tokens per prompt")
     bench.add_argument("--threads", type=int, default=2, help="slm: onnxruntime threads")
+    bench.add_argument("--kernels", action="store_true",
+                       help="slm: time the model's weight MatMuls alone, fp32 vs int8 kernels")
     bench.add_argument("--json", action="store_true")
     evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
     evaluate.add_argument("what", choices=["cache", "router"])
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)
     quantize.add_argument("dst", type=Path)
+    quantize.add_argument("--method", choices=["nbits", "w8a8"], default="nbits",
+                          help="nbits: int8 weights (closest); w8a8: SmoothQuant, int8 activations too")
     models = sub.add_parser("models", help="prepare the bundled SLM")
     models.add_argument("action", choices=["prepare"])
     models.add_argument("--fp32", action="store_true", help="skip int8 quantisation")
@@ -114,9 +118,9 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "bench":
             batches = tuple(int(b) for b in args.batches.split(","))
             return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,
-                                      as_json=args.json)
+                                      as_json=args.json, kernels=args.kernels)
         case "quantize":
-            return commands.quantize(args.src, args.dst)
+            return commands.quantize(args.src, args.dst, method=args.method)
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0

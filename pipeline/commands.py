@@ -133,16 +133,20 @@ def bench_router(config: Config, *, messages: int, as_json: bool) -> None:
 
 
 def bench_slm(config: Config, *, batches: tuple[int, ...], tokens: int, threads: int,
-              as_json: bool) -> int:
+              as_json: bool, kernels: bool = False) -> int:
     from workers.slm.bench import run_bench_slm
     from workers.slm.prepare import model_dir_name
 
     fp32 = config.slm_model.parent / model_dir_name(quantize=False)
+    if kernels:
+        from workers.slm.kernels import run_bench_kernels
+
+        return run_bench_kernels(fp32, batches=batches, threads=threads, as_json=as_json, console=console)
     return run_bench_slm(config.slm_model, fp32, batches=batches, new_tokens=tokens,
                          threads=threads, as_json=as_json, console=console)
 
 
-def quantize(src: Path, dst: Path) -> int:
+def quantize(src: Path, dst: Path, *, method: str = "nbits") -> int:
     from workers.slm.quantize import run_quantize
 
-    return run_quantize(src, dst, console)
+    return run_quantize(src, dst, console, method=method)

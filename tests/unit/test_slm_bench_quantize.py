@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from rich.console import Console
 
 from workers.slm.bench import bench_prompts, run_bench_slm, summary
 from workers.slm.engine import SlmEngine
 from workers.slm.fused_graph import build_fused_llama_graph
+from workers.slm.kernels import bench_kernels, fp32_graph, qgemm_graph, run_bench_kernels, weight_shapes
 from workers.slm.llama_graph import build_llama_graph
 from workers.slm.quantize import quantize_dir, run_quantize, weight_matmuls
 from workers.slm.tiny import build_tiny_model, random_llama_weights, tiny_config
@@ -21,7 +24,7 @@ from workers.slm.tiny import build_tiny_model, random_llama_weights, tiny_config
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("q")
     fp32 = build_tiny_model(root / "fp32", fused=True)
-    report = quantize_dir(fp32, root / "int8", prompts=4, tokens=6, log=lambda *a: None)
+    report = quantize_dir(fp32, root / "int8", tokens=6, log=lambda *a: None)
     return fp32, root / "int8", report
 
 
@@ -33,8 +36,11 @@ def test_quantize_writes_a_checked_int8_model(dirs: tuple[Path, Path, dict]) -> 
     assert ("MatMul" in ops) == bool(report["kept_fp32"])
     assert 0.0 <= report["agreement"] <= 1.0 and report["size_bytes"]["dst"] < report["size_bytes"]["src"]
     assert json.loads((int8 / "quantize.json").read_text())["kept_fp32"] == report["kept_fp32"]
-    for name in ("tokenizer.json", "config.json", "tokenizer_config.json", "generation_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         assert (int8 / name).read_bytes() == (fp32 / name).read_bytes()
+    config, source_config = (json.loads((d / "config.json").read_text()) for d in (int8, fp32))
+    assert config.pop("pointsman_model_name") == "int8"  # results must not name it after SRC
+    assert {k: v for k, v in source_config.items() if k != "pointsman_model_name"} == config
     gens = SlmEngine(int8).generate([[{"role": "user", "content": "hello"}]], max_tokens=4)
     assert gens[0].completion_tokens <= 4
 
@@ -86,3 +92,37 @@ def test_bench_table(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
     text = (tmp_path / "out.txt").read_text()
     assert "int8/fp32 throughput" in text and "machine:" in text
     assert summary([]) == []
+
+
+def test_w8a8_quantizes_weights_and_activations(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    fp32, _, _ = dirs
+    report = quantize_dir(fp32, tmp_path / "w8a8", method="w8a8", tokens=6, log=lambda *a: None)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "w8a8" / "model.onnx"),
+                                          load_external_data=False).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMulNBits" not in ops
+    assert report["quantization"]["method"] == "w8a8" and 0.0 <= report["agreement"] <= 1.0
+    gens = SlmEngine(tmp_path / "w8a8").generate([[{"role": "user", "content": "hello"}]], max_tokens=4)
+    assert gens[0].completion_tokens <= 4
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
+    assert run_quantize(fp32, tmp_path / "other", console, method="fp4") == 2
+    console.file.close()
+    assert "unknown method" in (tmp_path / "out.txt").read_text()
+
+
+def test_kernel_bench_times_the_models_weight_matmuls(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    fp32, _, _ = dirs
+    shapes = weight_shapes(fp32 / "model.onnx")
+    assert len(shapes) == 2 * 4 + 1 and all(k > 0 and n > 0 for k, n in shapes)
+    # the int8 graph computes the same products as the fp32 one, up to quantisation error
+    x = {f"x{k}": np.random.default_rng(0).standard_normal((2, k), dtype=np.float32) for k, _ in shapes}
+    ref, approx = (ort.InferenceSession(g.SerializeToString()).run(None, x)
+                   for g in (fp32_graph(shapes), qgemm_graph(shapes)))
+    for r, a in zip(ref, approx, strict=True):
+        assert np.abs(r - a).max() < 0.05 * np.abs(r).max()
+    rows = bench_kernels(fp32 / "model.onnx", batches=(1, 2), threads=1, runs=2, repeats=1)
+    assert [(r.batch, r.kernel.split()[0]) for r in rows] == [(1, "fp32"), (1, "int8"), (1, "int8"),
+                                                              (2, "fp32"), (2, "int8"), (2, "int8")]
+    assert all(r.ms > 0 for r in rows) and rows[0].vs_fp32 == 1.0
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
+    assert run_bench_kernels(tmp_path, batches=(1,), threads=1, as_json=False, console=console) == 2
+    console.file.close()

@@ -1,11 +1,16 @@
 """`pointsman quantize SRC DST`: an int8 copy of a model directory, checked against SRC.
 
-Weight-only int8 (onnxruntime MatMulNBits, block 32, int8 compute) on every MatMul with
-a constant weight. Then a sensitivity pass: for each part of the network (attention
-projections, attention output, MLP gate/up, MLP down, LM head) we quantise everything
-except that part and measure teacher-forced greedy agreement with SRC; a part whose
-fp32 form gains at least `min_gain` agreement stays fp32. DST gets the same side files
-plus quantize.json; the report prints size, speed and agreement, SRC vs DST.
+Two methods, both onnxruntime's quantisation tools:
+  nbits (default)  weight-only int8 (MatMulNBits, block 32, int8 compute on block-quantised
+                   activations): the closest to SRC.
+  w8a8             SmoothQuant (smooth.py), then per-column int8 weights with per-tensor dynamic
+                   int8 activations (DynamicQuantizeMatMul): faster at batch 8-32, less close.
+Every MatMul with a constant weight is quantised. Then a sensitivity pass: for each part of
+the network (attention projections, attention output, MLP gate/up, MLP down, LM head) we
+quantise everything except that part and measure teacher-forced greedy agreement with SRC on
+the calibration prompts; a part whose fp32 form gains at least `min_gain` agreement stays
+fp32. DST gets the same side files plus quantize.json; the report prints size, speed and
+agreement on the benchmark prompts (never used for a decision), SRC vs DST.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,9 @@ from workers.slm.bench import bench_prompts
 from workers.slm.engine import SlmEngine
 from workers.slm.llama_graph import save_model
 from workers.slm.prepare import INT8_SETTINGS, quantize_int8
+from workers.slm.smooth import CALIBRATION_PROMPTS, quantize_w8a8, smoothed_model
+
+W8A8_ALPHA = 0.5  # SmoothQuant's default strength; 0.65 and 0.8 were not clearly better here
 
 # Checked in order against "node name + weight name"; HF names (ours) and Optimum's
 # "/model/layers.0/self_attn/q_proj/MatMul" both match.
@@ -54,20 +62,48 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("model.onnx*"))
 
 
-def _write(model: onnx.ModelProto, src: Path, dst: Path) -> Path:
+def _copy_side_files(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():  # tokenizer + json side files, never the source weights
         if item.is_file() and not item.name.startswith("model.onnx") and item.name != "quantize.json":
             shutil.copy2(item, dst / item.name)
-    save_model(model, dst / "model.onnx")
-    return dst
+    config = dst / "config.json"
+    if config.is_file():  # results name the model: the copy must not call itself SRC
+        data = json.loads(config.read_text(encoding="utf-8"))
+        if "pointsman_model_name" in data:
+            data["pointsman_model_name"] = dst.name
+            config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+Build = Callable[[Sequence[str], Path], None]  # (MatMuls kept fp32, model dir) -> writes model.onnx
+
+
+def _builder(method: str, src: Path, threads: int) -> tuple[Build, dict[str, Any]]:
+    """How to write DST's model.onnx with some MatMuls kept fp32, and the settings to record."""
+    if method == "w8a8":
+        smoothed = smoothed_model(src, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
+
+        def w8a8(exclude: Sequence[str], dst: Path) -> None:
+            quantize_w8a8(smoothed, dst / "model.onnx", exclude=exclude)
+
+        return w8a8, {"method": "w8a8", "smoothquant_alpha": W8A8_ALPHA, "weights": "int8 per column",
+                      "activations": "uint8 per tensor, dynamic"}
+    if method != "nbits":
+        raise ConfigError(f"quantize: unknown method {method!r} (nbits or w8a8)")
+    source = onnx.load(str(src / "model.onnx"))
+
+    def nbits(exclude: Sequence[str], dst: Path) -> None:
+        model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
+        save_model(model, dst / "model.onnx")
+
+    return nbits, {"method": "nbits", **INT8_SETTINGS}
 
 
 class _Judge:
     """Teacher-forced greedy agreement of candidates with the source model."""
 
-    def __init__(self, src_engine: SlmEngine, prompts: int, tokens: int) -> None:
-        self.encoded = [src_engine.encode(p) for p in bench_prompts()[:prompts]]
+    def __init__(self, src_engine: SlmEngine, prompts: Sequence[str], tokens: int) -> None:
+        self.encoded = [src_engine.encode([{"role": "user", "content": p}]) for p in prompts]
         self.tokens = tokens
         limits = [tokens] * len(self.encoded)
         self.reference = src_engine.decode_ids(self.encoded, limits, ignore_eos=True).tokens
@@ -89,9 +125,9 @@ def quantize_dir(
     src: Path,
     dst: Path,
     *,
+    method: str = "nbits",
     threads: int = 2,
     min_gain: float = 0.01,
-    prompts: int = 16,
     tokens: int = 24,
     log: Any = print,
 ) -> dict[str, Any]:
@@ -102,62 +138,65 @@ def quantize_dir(
     if (dst / "model.onnx").exists():
         raise ConfigError(f"quantize: {dst} already holds a model; remove it or pick another DST")
     src_engine = SlmEngine(src, threads=threads)  # validates the directory, the graph, the tokenizer
-    source = onnx.load(str(src / "model.onnx"))
-    parts = weight_matmuls(source)
+    parts = weight_matmuls(onnx.load(str(src / "model.onnx"), load_external_data=False))
     if not parts:
         raise ConfigError(f"{src} has no MatMul with a constant weight to quantise")
     started = time.monotonic()
-    judge = _Judge(src_engine, prompts, tokens)
+    build, settings = _builder(method, src, threads)
+    tuning = _Judge(src_engine, CALIBRATION_PROMPTS[:16], tokens)
 
-    def candidate(exclude: Sequence[str], work: Path) -> tuple[onnx.ModelProto, float]:
-        model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
-        path = _write(model, src, work / f"v{time.monotonic_ns()}")
-        agreement = judge.agreement(SlmEngine(path, threads=threads, warmup=False))
+    def candidate(exclude: Sequence[str], work: Path) -> float:
+        path = work / f"v{time.monotonic_ns()}"
+        _copy_side_files(src, path)
+        build(exclude, path)
+        agreement = tuning.agreement(SlmEngine(path, threads=threads, warmup=False))
         shutil.rmtree(path)
-        return model, agreement
+        return agreement
 
     kept: list[str] = []
     scratch = dst.parent if dst.parent.exists() else None  # same disk as DST
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=scratch) as tmp:
-        _, base = candidate([], Path(tmp))
-        log(f"all int8: agreement {base:.1%} ({len(parts)} MatMuls)")
+        base = candidate([], Path(tmp))
+        log(f"all int8 ({method}): agreement {base:.1%} ({len(parts)} MatMuls, calibration prompts)")
         for part in sorted(set(parts.values())):
             nodes = [name for name, p in parts.items() if p == part]
-            _, score = candidate(nodes, Path(tmp))
+            score = candidate(nodes, Path(tmp))
             gain = score - base
             verdict = "keep fp32" if gain >= min_gain else "int8"
             log(f"  {part} ({len(nodes)} MatMuls) in fp32: agreement {score:.1%} ({gain:+.1%}) -> {verdict}")
             if gain >= min_gain:
                 kept.append(part)
     exclude = [name for name, p in parts.items() if p in kept]
-    final = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
-    _write(final, src, dst)
+    _copy_side_files(src, dst)
+    build(exclude, dst)
     engine = SlmEngine(dst, threads=threads)
-    agreement = judge.agreement(engine)
-    speeds = {"src": [], "dst": []}
-    for ids in judge.encoded[:4]:  # alternate, so a noisy neighbour slows both alike
+    held_out = _Judge(src_engine, [p[0]["content"] for p in bench_prompts()[:16]], tokens)
+    agreement = held_out.agreement(engine)
+    speeds: dict[str, list[float]] = {"src": [], "dst": []}
+    for ids in held_out.encoded[:4]:  # alternate, so a noisy neighbour slows both alike
         speeds["src"].append(_speed(src_engine, [ids], tokens))
         speeds["dst"].append(_speed(engine, [ids], tokens))
     report = {
         "source": str(src),
-        "quantization": INT8_SETTINGS,
+        "quantization": settings,
         "kept_fp32": kept,
         "fp32_matmuls": len(exclude),
         "int8_matmuls": len(parts) - len(exclude),
         "size_bytes": {"src": _dir_size(src), "dst": _dir_size(dst)},
         "tokens_per_s_batch1": {k: round(float(np.median(v)), 1) for k, v in speeds.items()},
         "agreement": round(agreement, 4),
-        "agreement_method": f"teacher-forced greedy top-1, {len(judge.encoded)} prompts x {tokens} tokens",
+        "agreement_method": f"teacher-forced greedy top-1, {len(held_out.encoded)} benchmark prompts "
+                            f"x {tokens} tokens",
         "seconds": round(time.monotonic() - started, 1),
     }
     (dst / "quantize.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 
-def run_quantize(src: Path, dst: Path, console: Any, *, threads: int = 2) -> int:
+def run_quantize(src: Path, dst: Path, console: Any, *, method: str = "nbits", threads: int = 2) -> int:
     """CLI entry: quantise, print size / speed / agreement; exit code."""
     try:
-        report = quantize_dir(src, dst, threads=threads, log=console.print)
+        report = quantize_dir(src, dst, method=method, threads=threads, log=console.print)
     except ConfigError as exc:
         console.print(f"[red]quantize failed:[/red] {exc}")
         return 2
