@@ -8,7 +8,7 @@ from pipeline.routing.policy import (
            TenantOverride,
            threshold_for_share,
 )
-from pipeline.routing.scorer import DifficultyScorer, LogisticModel
+from pipeline.routing.scorer import DifficultyScorer, GatedModel, LogisticModel, load_model
 
-__all__ = ["ABSplit", "DifficultyScorer", "LearnedPolicy", "LogisticModel", "ShareCalibrator",
-           "TenantOverride", "threshold_for_share"]
+__all__ = ["ABSplit", "DifficultyScorer", "GatedModel", "LearnedPolicy", "LogisticModel", "ShareCalibrator",
+           "TenantOverride", "load_model", "threshold_for_share"]

@@ -1,8 +1,10 @@
 """Learned difficulty score: logistic regression over [sentence embedding, cheap text features].
 
 score(text) = P(the strong model is needed) in [0, 1]; the router sends a query to the LLM when
-its score reaches the threshold. One dot product after the embedding: a few µs. Trained by
-`python -m pipeline.routing.train` (IRLS in numpy, no scikit-learn); the file also carries the
+its score reaches the threshold. The shipped model has two heads, picked per prompt by its format
+(features.multiple_choice): a multiple-choice head (trained on MMLU) and an open head (trained on
+GSM8K word problems; it also scores chat). One dot product after the embedding: a few µs. Trained
+by `python -m pipeline.routing.train` (IRLS in numpy, no scikit-learn); the file also carries the
 score quantiles of its training prompts, so `--slm-share` can set a threshold with no traffic yet.
 """
 
@@ -14,38 +16,82 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.routing.features import text_features
+from pipeline.routing.features import multiple_choice, text_features
 from pipeline.semantic.embedders import Embedder
 
 MODEL_FILE = Path(__file__).parent / "data" / "difficulty_static.npz"
+_HEADS = ("choice", "open")
 
 
 @dataclass(frozen=True)
 class LogisticModel:
     weights: np.ndarray  # (dim,) over [embedding, standardised features]
     bias: float
-    feat_mean: np.ndarray
+    feat_mean: np.ndarray  # its length = how many of features.NAMES the model uses
     feat_std: np.ndarray
     quantiles: np.ndarray  # 101 score quantiles of the training prompts: calibration without traffic
     embedder: str  # the embedder it was trained over ("static")
 
     def design(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        feats = np.stack([text_features(t) for t in texts]) if texts else np.zeros((0, len(self.feat_mean)))
+        n = len(self.feat_mean)
+        feats = np.stack([text_features(t, n) for t in texts]) if texts else np.zeros((0, n))
         return np.hstack([vectors, (feats - self.feat_mean) / self.feat_std]).astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.bias)))
 
+    def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return self.predict(self.design(vectors, texts))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights.astype(np.float32), "bias": np.float32(self.bias),
+                "feat_mean": self.feat_mean, "feat_std": self.feat_std, "quantiles": self.quantiles,
+                "embedder": np.array(self.embedder)}
+
     def save(self, path: Path) -> None:
-        np.savez(path, weights=self.weights.astype(np.float32), bias=np.float32(self.bias),
-                 feat_mean=self.feat_mean, feat_std=self.feat_std, quantiles=self.quantiles,
-                 embedder=np.array(self.embedder))
+        np.savez(path, **self.arrays())
+
+    @classmethod
+    def from_arrays(cls, d: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str = "") -> LogisticModel:
+        return cls(d[prefix + "weights"], float(d[prefix + "bias"]), d[prefix + "feat_mean"],
+                   d[prefix + "feat_std"], d[prefix + "quantiles"], str(d[prefix + "embedder"]))
 
     @classmethod
     def load(cls, path: Path = MODEL_FILE) -> LogisticModel:
-        d = np.load(path)
-        return cls(d["weights"], float(d["bias"]), d["feat_mean"], d["feat_std"], d["quantiles"],
-                   str(d["embedder"]))
+        return cls.from_arrays(np.load(path))
+
+
+@dataclass(frozen=True)
+class GatedModel:
+    """Two heads: multiple-choice prompts -> `choice`, everything else -> `open`."""
+
+    choice: LogisticModel
+    open: LogisticModel
+    quantiles: np.ndarray  # of the gated scores over all training prompts
+
+    @property
+    def embedder(self) -> str:
+        return self.choice.embedder
+
+    def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        gate = np.array([multiple_choice(t) for t in texts], bool)
+        out = np.zeros(len(texts))
+        for head, mask in ((self.choice, gate), (self.open, ~gate)):
+            if mask.any():
+                out[mask] = head.score(vectors[mask], [t for t, m in zip(texts, mask, strict=True) if m])
+        return out
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{name}__{k}": v for name in _HEADS for k, v in getattr(self, name).arrays().items()}
+        np.savez(path, quantiles=self.quantiles, **arrays)
+
+
+def load_model(path: Path = MODEL_FILE) -> LogisticModel | GatedModel:
+    d = np.load(path)
+    if "choice__weights" not in d:
+        return LogisticModel.from_arrays(d)
+    choice, open_ = (LogisticModel.from_arrays(d, f"{name}__") for name in _HEADS)
+    return GatedModel(choice, open_, d["quantiles"])
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 12,
@@ -68,15 +114,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 class DifficultyScorer:
     """Embeds (or reuses an embedding) and scores; one interface: `score(texts) -> (n,) floats`."""
 
-    def __init__(self, embedder: Embedder, model: LogisticModel | None = None) -> None:
-        self.model = model or LogisticModel.load()
+    def __init__(self, embedder: Embedder, model: LogisticModel | GatedModel | None = None) -> None:
+        self.model = model or load_model()
         if embedder.name != self.model.embedder:
             raise ValueError(f"model trained over {self.model.embedder!r}, embedder is {embedder.name!r}")
         self.embedder = embedder
 
     def score(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
         vecs = self.embedder.embed(texts) if vectors is None else vectors
-        return self.model.predict(self.model.design(vecs, texts))
+        return self.model.score(vecs, texts)
 
     def threshold_for_share(self, slm_share: float) -> float:
         """Threshold sending `slm_share` of the training prompts' distribution to the SLM."""

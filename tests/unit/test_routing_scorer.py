@@ -1,7 +1,7 @@
 import numpy as np
 
 from pipeline.eval.router_eval import curve, summarise
-from pipeline.routing.scorer import MODEL_FILE, DifficultyScorer, LogisticModel, fit_logistic
+from pipeline.routing.scorer import MODEL_FILE, DifficultyScorer, GatedModel, fit_logistic, load_model
 from pipeline.semantic.embedders import StaticEmbedder
 
 
@@ -15,14 +15,16 @@ def test_fit_logistic_learns_a_separable_rule() -> None:
 
 
 def test_shipped_model_loads_scores_and_calibrates(tmp_path) -> None:
-    model = LogisticModel.load(MODEL_FILE)
+    model = load_model(MODEL_FILE)
+    assert isinstance(model, GatedModel)
     scorer = DifficultyScorer(StaticEmbedder(), model)
     scores = scorer.score(["hi", "Prove that there are infinitely many primes."])
     assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
     assert scorer.threshold_for_share(0.5) <= scorer.threshold_for_share(0.8)
-    model.save(tmp_path / "m.npz")
-    again = LogisticModel.load(tmp_path / "m.npz")
-    assert np.allclose(again.weights, model.weights) and again.embedder == "static"
+    model.choice.save(tmp_path / "m.npz")
+    again = load_model(tmp_path / "m.npz")
+    assert not isinstance(again, GatedModel)
+    assert np.allclose(again.weights, model.choice.weights) and again.embedder == "static"
 
 
 def test_quality_cost_curve() -> None:
