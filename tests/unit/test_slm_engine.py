@@ -210,10 +210,13 @@ def test_prepare_is_idempotent_and_int8_tracks_fp32(
     stamp = (int8_dir / "model.onnx").stat().st_mtime_ns
     assert prepare_smollm2(tmp_path / "models") == int8_dir
     assert (int8_dir / "model.onnx").stat().st_mtime_ns == stamp  # not rebuilt
-    assert [p.name for p in (tmp_path / "models").iterdir()] == [int8_dir.name]  # no temp left
+    fp32_dir = tmp_path / "models" / "smollm2-135m-instruct-fp32"  # int8 is made from it
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [fp32_dir.name, int8_dir.name]
 
-    graph = onnx.load(str(int8_dir / "model.onnx"), load_external_data=False)
-    assert {"MatMulNBits", "GroupQueryAttention"} <= {n.op_type for n in graph.graph.node}
+    ops = {n.op_type for n in onnx.load(str(int8_dir / "model.onnx"), load_external_data=False).graph.node}
+    assert {"MatMulInteger", "GroupQueryAttention"} <= ops and "MatMul" not in ops  # w8a8 (+ nbits)
+    marker = json.loads((int8_dir / "prepare.json").read_text())
+    assert marker["quantization"]["method"] == "w8a8" and 0 <= marker["agreement"] <= 1
     int8 = SlmEngine(int8_dir)
     assert int8.model_name == "smollm2-135m-instruct-int8" and int8.fused
     fp32 = prepare_smollm2(tmp_path / "models", quantize=False)

@@ -1,4 +1,8 @@
-"""Convert the SmolLM2-135M-Instruct GGUF into an ONNX model directory, once."""
+"""Convert the SmolLM2-135M-Instruct GGUF into ONNX model directories, once.
+
+fp32: the GGUF's weights in our Llama graph. int8: `pointsman quantize` of the fp32 directory,
+SmoothQuant w8a8 for the fused graph (MatMulNBits weight-only int8 for the plain one).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ MARKER = "prepare.json"  # written last: its presence means the directory is com
 REQUIRED = ("model.onnx", "tokenizer.json", "config.json", "tokenizer_config.json", MARKER)
 
 # Weight-only int8, symmetric, block 32 (the same grid as GGUF's Q8_0). accuracy_level 4
-# lets MLAS run the products on int8 activations: ~4x faster than fp32 at batch 1,
-# while the int8 path without it is slower than fp32.
+# lets MLAS run the products on int8 activations quantised per block of 32 (the int8 path
+# without it is slower than fp32). The w8a8 method's fallback form too.
 INT8_SETTINGS: dict[str, Any] = {
     "bits": 8,
     "block_size": 32,
@@ -38,17 +42,24 @@ def model_dir_name(quantize: bool) -> str:
     return f"{SMOLLM2_NAME}-{'int8' if quantize else 'fp32'}"
 
 
-def is_complete(path: Path, *, fused: bool | None = None) -> bool:
-    """All files present (and, if `fused` is given, built in that graph style)."""
+def int8_method(fused: bool) -> str:
+    """The shipped int8 form: SmoothQuant w8a8 needs the fused graph's layout."""
+    return "w8a8" if fused else "nbits"
+
+
+def is_complete(path: Path, *, fused: bool | None = None, method: str | None = None) -> bool:
+    """All files present (and, if given, built in that graph style / int8 method)."""
     if not all((path / name).is_file() for name in REQUIRED):
         return False
-    if fused is None:
+    if fused is None and method is None:
         return True
     try:
         marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker.get("graph", "plain") == ("fused" if fused else "plain")
+    built = marker.get("quantization") or {}
+    return ((fused is None or marker.get("graph", "plain") == ("fused" if fused else "plain"))
+            and (method is None or built.get("method", "nbits") == method))
 
 
 def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = ()) -> onnx.ModelProto:
@@ -82,7 +93,8 @@ def prepare_smollm2(
     """Return `models_dir/smollm2-135m-instruct-{int8,fp32}`, converting it first if needed.
 
     `fused` builds the GroupQueryAttention graph (fused_graph.py, ~2x faster decoding);
-    a directory prepared in the other style is rebuilt.
+    a directory prepared in the other style (or an int8 one by another method) is rebuilt.
+    int8 prepares fp32 first and quantises it (calibration + fallback search: ~2 min here).
 
     The conversion is built in a temp dir beside the target and renamed into place,
     so a crash or a concurrent run never leaves a half-written model behind.
@@ -92,9 +104,13 @@ def prepare_smollm2(
     models_dir = Path(models_dir)
     name = model_dir_name(quantize)
     target = models_dir / name
-    if is_complete(target, fused=fused) and not force:
+    method = int8_method(fused) if quantize else None
+    if is_complete(target, fused=fused, method=method) and not force:
         log.info("SLM model already prepared at %s", target)
         return target
+    if quantize:  # int8 is calibrated against, and measured on, the fp32 model
+        return _prepare_int8(prepare_smollm2(models_dir, quantize=False, fused=fused), target,
+                             fused=fused, force=force)
     gguf_path = find_smollm2_gguf()
     try:
         import gguf  # noqa: F401
@@ -116,28 +132,49 @@ def prepare_smollm2(
         build = build_fused_llama_graph if fused else build_llama_graph
         model = build(source.config, source.weights)
         del source  # the graph holds its own copy of every weight
-        if quantize:
-            log.info("quantizing to int8 (%.1fs)", time.monotonic() - started)
-            model = quantize_int8(model)
         save_model(model, tmp / "model.onnx")
         del model
-        marker = {
-            "source": str(gguf_path),
-            "quantization": INT8_SETTINGS if quantize else None,
-            "graph": "fused" if fused else "plain",
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        # mkdtemp and onnx's external-data writer create owner-only modes; the
-        # model is read by workers that may run as another user.
-        tmp.chmod(0o755)
-        for child in tmp.iterdir():
-            child.chmod(0o644)
-        _install(tmp, target, force=force or not is_complete(target, fused=fused))
+        marker = {"source": str(gguf_path), "quantization": None, "graph": "fused" if fused else "plain"}
+        _finish(tmp, target, marker, started, force=force or not is_complete(target, fused=fused))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("SLM model ready at %s (%.1fs)", target, time.monotonic() - started)
     return target
+
+
+def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool) -> Path:
+    """`pointsman quantize` of the fp32 directory (its calibration, fallback search and check)."""
+    from workers.slm.quantize import quantize_dir
+
+    started = time.monotonic()
+    method = int8_method(fused)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        log.info("quantizing %s to int8 (%s)", fp32.name, method)
+        report = quantize_dir(fp32, tmp / "model", method=method, model_name=target.name, log=log.info)
+        for item in (tmp / "model").iterdir():
+            item.rename(tmp / item.name)
+        (tmp / "model").rmdir()
+        marker = {"source": str(fp32), "quantization": report["quantization"],
+                  "fallback_parts": report["fallback_parts"], "agreement": report["agreement"],
+                  "graph": "fused" if fused else "plain"}
+        stale = not is_complete(target, fused=fused, method=method)
+        _finish(tmp, target, marker, started, force=force or stale)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _finish(tmp: Path, target: Path, marker: dict[str, Any], started: float, *, force: bool) -> None:
+    """Write the marker (last: it means complete), open the modes, rename into place."""
+    marker["seconds"] = round(time.monotonic() - started, 1)
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    # mkdtemp and onnx's external-data writer create owner-only modes; the
+    # model is read by workers that may run as another user.
+    tmp.chmod(0o755)
+    for child in tmp.iterdir():
+        child.chmod(0o644)
+    _install(tmp, target, force=force)
+    log.info("SLM model ready at %s (%.1fs)", target, marker["seconds"])
 
 
 def _install(tmp: Path, target: Path, *, force: bool) -> None:

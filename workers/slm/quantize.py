@@ -5,12 +5,13 @@ Two methods, both onnxruntime's quantisation tools:
                    activations): the closest to SRC.
   w8a8             SmoothQuant (smooth.py), then per-column int8 weights with per-tensor dynamic
                    int8 activations (DynamicQuantizeMatMul): faster at batch 8-32, less close.
-Every MatMul with a constant weight is quantised. Then a sensitivity pass: for each part of
-the network (attention projections, attention output, MLP gate/up, MLP down, LM head) we
-quantise everything except that part and measure teacher-forced greedy agreement with SRC on
-the calibration prompts; a part whose fp32 form gains at least `min_gain` agreement stays
-fp32. DST gets the same side files plus quantize.json; the report prints size, speed and
-agreement on the benchmark prompts (never used for a decision), SRC vs DST.
+Every MatMul with a constant weight is quantised. If teacher-forced greedy agreement with SRC on
+the calibration prompts is under `target`, a sensitivity pass measures, for each part of the
+network (attention projections, attention output, MLP gate/up, MLP down, LM head), what putting
+that part alone in the fallback form gains (nbits: fp32; w8a8: nbits int8), then moves parts
+there, the most helpful first, until the target is reached (or no part gains `min_gain`).
+DST gets the same side files plus quantize.json; the report prints size, speed and agreement on
+the benchmark prompts (never used for a decision), SRC vs DST.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.glob("model.onnx*"))
 
 
-def _copy_side_files(src: Path, dst: Path) -> None:
+def _copy_side_files(src: Path, dst: Path, name: str | None = None) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():  # tokenizer + json side files, never the source weights
         if item.is_file() and not item.name.startswith("model.onnx") and item.name != "quantize.json":
@@ -71,23 +72,29 @@ def _copy_side_files(src: Path, dst: Path) -> None:
     if config.is_file():  # results name the model: the copy must not call itself SRC
         data = json.loads(config.read_text(encoding="utf-8"))
         if "pointsman_model_name" in data:
-            data["pointsman_model_name"] = dst.name
+            data["pointsman_model_name"] = name or dst.name
             config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-Build = Callable[[Sequence[str], Path], None]  # (MatMuls kept fp32, model dir) -> writes model.onnx
+Build = Callable[[Sequence[str], Path], None]  # (MatMuls in the fallback form, model dir) -> model.onnx
 
 
 def _builder(method: str, src: Path, threads: int) -> tuple[Build, dict[str, Any]]:
-    """How to write DST's model.onnx with some MatMuls kept fp32, and the settings to record."""
+    """How to write DST's model.onnx with some MatMuls in the fallback form, and the settings."""
     if method == "w8a8":
         smoothed = smoothed_model(src, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
 
-        def w8a8(exclude: Sequence[str], dst: Path) -> None:
-            quantize_w8a8(smoothed, dst / "model.onnx", exclude=exclude)
+        def w8a8(fallback: Sequence[str], dst: Path) -> None:
+            if not fallback:
+                quantize_w8a8(smoothed, dst / "model.onnx")
+                return
+            quantize_w8a8(smoothed, dst / "w8a8.onnx", exclude=fallback)
+            save_model(quantize_int8(onnx.load(str(dst / "w8a8.onnx"))), dst / "model.onnx")  # the rest
+            for leftover in dst.glob("w8a8.onnx*"):
+                leftover.unlink()
 
         return w8a8, {"method": "w8a8", "smoothquant_alpha": W8A8_ALPHA, "weights": "int8 per column",
-                      "activations": "uint8 per tensor, dynamic"}
+                      "activations": "uint8 per tensor, dynamic", "fallback": "nbits", **INT8_SETTINGS}
     if method != "nbits":
         raise ConfigError(f"quantize: unknown method {method!r} (nbits or w8a8)")
     source = onnx.load(str(src / "model.onnx"))
@@ -96,7 +103,7 @@ def _builder(method: str, src: Path, threads: int) -> tuple[Build, dict[str, Any
         model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
         save_model(model, dst / "model.onnx")
 
-    return nbits, {"method": "nbits", **INT8_SETTINGS}
+    return nbits, {"method": "nbits", "fallback": "fp32", **INT8_SETTINGS}
 
 
 class _Judge:
@@ -127,8 +134,10 @@ def quantize_dir(
     *,
     method: str = "nbits",
     threads: int = 2,
+    target: float = 0.95,
     min_gain: float = 0.01,
     tokens: int = 24,
+    model_name: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Quantise SRC into DST (see the module doc); returns the measurements."""
@@ -153,21 +162,29 @@ def quantize_dir(
         shutil.rmtree(path)
         return agreement
 
+    fallback = settings["fallback"]
     kept: list[str] = []
     scratch = dst.parent if dst.parent.exists() else None  # same disk as DST
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=scratch) as tmp:
-        base = candidate([], Path(tmp))
-        log(f"all int8 ({method}): agreement {base:.1%} ({len(parts)} MatMuls, calibration prompts)")
-        for part in sorted(set(parts.values())):
-            nodes = [name for name, p in parts.items() if p == part]
-            score = candidate(nodes, Path(tmp))
-            gain = score - base
-            verdict = "keep fp32" if gain >= min_gain else "int8"
-            log(f"  {part} ({len(nodes)} MatMuls) in fp32: agreement {score:.1%} ({gain:+.1%}) -> {verdict}")
-            if gain >= min_gain:
-                kept.append(part)
-    exclude = [name for name, p in parts.items() if p in kept]
-    _copy_side_files(src, dst)
+
+        def nodes(chosen: Sequence[str]) -> list[str]:
+            return [name for name, p in parts.items() if p in chosen]
+
+        reached = candidate([], Path(tmp))
+        log(f"all int8 ({method}): agreement {reached:.1%} ({len(parts)} MatMuls, calibration prompts)")
+        gains: dict[str, float] = {}
+        if reached < target:
+            for part in sorted(set(parts.values())):
+                gains[part] = candidate(nodes([part]), Path(tmp)) - reached
+                log(f"  {part} ({len(nodes([part]))} MatMuls) in {fallback}: {gains[part]:+.1%}")
+        for part in sorted(gains, key=gains.__getitem__, reverse=True):  # the most helpful first
+            if reached >= target or gains[part] < min_gain:
+                break
+            kept.append(part)
+            reached = candidate(nodes(kept), Path(tmp))
+            log(f"  -> {', '.join(kept)} in {fallback}: agreement {reached:.1%}")
+    exclude = nodes(kept)
+    _copy_side_files(src, dst, model_name)
     build(exclude, dst)
     engine = SlmEngine(dst, threads=threads)
     held_out = _Judge(src_engine, [p[0]["content"] for p in bench_prompts()[:16]], tokens)
@@ -179,9 +196,9 @@ def quantize_dir(
     report = {
         "source": str(src),
         "quantization": settings,
-        "kept_fp32": kept,
-        "fp32_matmuls": len(exclude),
-        "int8_matmuls": len(parts) - len(exclude),
+        "fallback_parts": kept,
+        "fallback_matmuls": len(exclude),
+        "main_int8_matmuls": len(parts) - len(exclude),
         "size_bytes": {"src": _dir_size(src), "dst": _dir_size(dst)},
         "tokens_per_s_batch1": {k: round(float(np.median(v)), 1) for k, v in speeds.items()},
         "agreement": round(agreement, 4),
@@ -201,8 +218,9 @@ def run_quantize(src: Path, dst: Path, console: Any, *, method: str = "nbits", t
         console.print(f"[red]quantize failed:[/red] {exc}")
         return 2
     size, speed = report["size_bytes"], report["tokens_per_s_batch1"]
-    console.print(f"wrote {dst} ({report['int8_matmuls']} MatMuls int8, kept fp32: "
-                  f"{', '.join(report['kept_fp32']) or 'nothing'})")
+    fallback = report["quantization"]["fallback"]
+    console.print(f"wrote {dst} ({report['main_int8_matmuls']} MatMuls {method}, in {fallback}: "
+                  f"{', '.join(report['fallback_parts']) or 'nothing'})")
     console.print(f"size      {size['src'] / 1e6:8.1f} MB -> {size['dst'] / 1e6:8.1f} MB "
                   f"({size['dst'] / size['src']:.2f}x)")
     console.print(f"speed     {speed['src']:8.1f} -> {speed['dst']:8.1f} tokens/s at batch 1 "

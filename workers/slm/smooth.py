@@ -19,6 +19,7 @@ the benchmark's) and the greedy continuations it writes for them.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -234,7 +235,13 @@ def quantize_w8a8(model: onnx.ModelProto, dst_model: Path, *, exclude: Sequence[
         source = Path(tmp) / "smoothed.onnx"
         save_model(onnx.ModelProto.FromString(model.SerializeToString()), source)  # saving moves
         # the weights out of the proto it is given; `model` is reused for the next candidate
-        quantize_dynamic(str(source), str(dst_model), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
-                         use_external_data_format=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # silences a generic "run pre-processing" hint it logs each call
+        try:
+            quantize_dynamic(str(source), str(dst_model), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
+                             use_external_data_format=True,
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        finally:
+            root.setLevel(level)
