@@ -2,10 +2,11 @@
 
 Every weight MatMul of the fp32 model (the projections of all layers and the LM head: the
 same shapes and the same bytes to stream per step as a real decode step), with random
-weights, as one graph per kernel: fp32 MatMul (MLAS SGEMM), the shipped int8 form
-(MatMulNBits, quantize_int8's settings) and per-column int8 DynamicQuantizeMatMul (MLAS
-u8s8 QGEMM). Attention, norms and token choice are identical in both precisions, so the
-whole-model int8/fp32 ratio at a batch size cannot exceed the MatMul-only ratio here.
+weights, as one graph per kernel: fp32 MatMul (MLAS SGEMM), weight-only int8 (MatMulNBits,
+quantize_int8's settings) and per-column int8 DynamicQuantizeMatMul (MLAS u8s8 QGEMM, the
+w8a8 form). Attention, norms and token choice are identical in both precisions, so the
+whole-model int8/fp32 ratio at a batch size cannot exceed the MatMul-only ratio here
+(the shipped int8 model mixes the two int8 kernels: see quantize.py).
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def bench_kernels(
     fp32 = fp32_graph(shapes)
     sessions = {
         "fp32 MatMul": _session(fp32, threads),
-        "int8 MatMulNBits (shipped)": _session(quantize_int8(fp32_graph(shapes)), threads),
-        "int8 DynamicQuantizeMatMul": _session(qgemm_graph(shapes), threads),
+        "int8 MatMulNBits (weight-only)": _session(quantize_int8(fp32_graph(shapes)), threads),
+        "int8 DynamicQuantizeMatMul (w8a8)": _session(qgemm_graph(shapes), threads),
     }
     rng = np.random.default_rng(1)
     rows: list[KernelRow] = []
