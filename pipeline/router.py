@@ -54,7 +54,9 @@ class RouterSettings:
 
 def faust_datadir(app_id: str) -> str:
     """Faust creates a table directory even with the memory store; keep it out of the cwd."""
-    return str(Path(tempfile.gettempdir()) / "pointsman-faust" / app_id)
+    path = Path(tempfile.gettempdir()) / "pointsman-faust" / app_id
+    path.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    return str(path)
 
 
 def build_app(settings: RouterSettings) -> faust.App:
