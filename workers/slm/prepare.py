@@ -150,10 +150,7 @@ def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool) -> Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         log.info("quantizing %s to int8 (%s)", fp32.name, method)
-        report = quantize_dir(fp32, tmp / "model", method=method, model_name=target.name, log=log.info)
-        for item in (tmp / "model").iterdir():
-            item.rename(tmp / item.name)
-        (tmp / "model").rmdir()
+        report = quantize_dir(fp32, tmp, method=method, model_name=target.name, log=log.info)
         marker = {"source": str(fp32), "quantization": report["quantization"],
                   "fallback_parts": report["fallback_parts"], "agreement": report["agreement"],
                   "graph": "fused" if fused else "plain"}

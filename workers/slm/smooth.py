@@ -129,7 +129,7 @@ def channel_ranges(session: object, sequences: list[list[int]], kv: tuple[list[s
 
 
 def scales(x_max: np.ndarray, w_max: np.ndarray, alpha: float) -> np.ndarray:
-    """s_k = max|x_k|^alpha / max|W_k|^(1-alpha), 1 where a channel is silent."""
+    """s_k = max|x_k|^alpha / max|W_k|^(1-alpha), clipped; a silent channel gets a tiny scale."""
     x_max, w_max = np.maximum(x_max, 1e-5), np.maximum(w_max, 1e-5)
     s = x_max**alpha / w_max ** (1 - alpha)
     return np.clip(s, 1e-4, 1e4).astype(np.float32)
