@@ -8,6 +8,7 @@ ReplacingMergeTree keys, so inserting a batch twice never double counts.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Message
 
 from infra.clickhouse import Database
-from topics.codec import decode
+from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
 from topics.names import Topics
 from topics.schemas import DeadLetter, Result
@@ -85,9 +86,14 @@ class SinkWriter:
                 else:
                     results.append(result_row(decode(message.value(), Result)))
             except InvalidMessage as exc:
-                # our own topics only carry our own encodings; log, do not stall the stream
-                log.error("sink skipped an undecodable message at %s:%d:%d: %s",
+                # only our code writes these topics, so this is a bug or a foreign producer:
+                # keep the bytes as a dead-letter row with the reason, never stall the stream
+                log.error("sink kept an undecodable message at %s:%d:%d as a dead letter: %s",
                           message.topic(), message.partition(), message.offset(), exc.reason)
+                letters.append(dead_letter_row(DeadLetter(
+                    reason=f"sink: undecodable: {exc.reason}", raw=raw_text(message.value()),
+                    source_topic=message.topic(), partition=message.partition(),
+                    offset=message.offset(), failed_at=time.time())))
         try:
             if results:
                 self.database.insert("pointsman.results", results, RESULT_COLUMNS)
