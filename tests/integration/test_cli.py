@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,13 @@ def pointsman(env: dict[str, str], *args: str, timeout: float = 600) -> subproce
 
 
 @pytest.fixture()
-def own_env(tmp_path: Path) -> dict[str, str]:
+def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT", "39092")) + 100
-    return {**os.environ, "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
-            "POINTSMAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
+           "POINTSMAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+    yield env
+    # a command killed by its timeout leaves its broker (a java grandchild) running on the port
+    pointsman(env, "down", timeout=120)
 
 
 def test_up_status_down(own_env: dict[str, str]) -> None:
