@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from workers.slm.llama_graph import LlamaConfig, _Builder, rope_tables
+from workers.slm.llama_graph import LlamaConfig, _Builder, decoder_io, rope_tables
 
 MS_DOMAIN = "com.microsoft"
 FUSED_MARKER = "GroupQueryAttention"  # the engine switches to the GQA cache convention on this op
@@ -33,22 +33,8 @@ def build_fused_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) ->
     """Return the fused decoder ModelProto; `weights` uses HF parameter names."""
     b = _Builder()
     nh, kvh, hd, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
-    if nh % kvh:
-        raise ValueError(f"num_attention_heads {nh} not a multiple of num_key_value_heads {kvh}")
-    float_t = TensorProto.FLOAT
-
-    def io(name: str, elem: int, dims: list[Any]) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, elem, dims)
-
-    inputs = [
-        io("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-        io("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
-    ]
-    outputs = [io("logits", float_t, ["batch_size", 1, cfg.vocab_size])]
-    for i in range(cfg.num_hidden_layers):
-        for kind in ("key", "value"):
-            inputs.append(io(f"past_key_values.{i}.{kind}", float_t, ["batch_size", kvh, "past_buffer", hd]))
-            outputs.append(io(f"present.{i}.{kind}", float_t, ["batch_size", kvh, "present_buffer", hd]))
+    inputs, outputs = decoder_io(cfg, logits_len=1, past_len="past_buffer", present_len="present_buffer",
+                                 position_ids=False)
 
     def w(name: str) -> np.ndarray:
         return np.asarray(weights[name], np.float32)

@@ -122,35 +122,35 @@ def _rope(b: _Builder, x: str, cos: str, sin: str, half: int) -> str:
     return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])])
 
 
+def decoder_io(
+    cfg: LlamaConfig, *, logits_len: str | int, past_len: str, present_len: str, position_ids: bool
+) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    """Graph inputs and outputs both builders share: ids, mask, logits and one KV pair per layer."""
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise ValueError(f"num_attention_heads {cfg.num_attention_heads} not a multiple of "
+                         f"num_key_value_heads {cfg.num_key_value_heads}")
+    io, f32, i64 = helper.make_tensor_value_info, TensorProto.FLOAT, TensorProto.INT64
+    inputs = [io("input_ids", i64, ["batch_size", "sequence_length"]),
+              io("attention_mask", i64, ["batch_size", "total_sequence_length"])]
+    if position_ids:
+        inputs.append(io("position_ids", i64, ["batch_size", "sequence_length"]))
+    outputs = [io("logits", f32, ["batch_size", logits_len, cfg.vocab_size])]
+    def kv(length: str) -> list[Any]:
+        return ["batch_size", cfg.num_key_value_heads, length, cfg.head_dim]
+
+    for i in range(cfg.num_hidden_layers):
+        for kind in ("key", "value"):
+            inputs.append(io(f"past_key_values.{i}.{kind}", f32, kv(past_len)))
+            outputs.append(io(f"present.{i}.{kind}", f32, kv(present_len)))
+    return inputs, outputs
+
+
 def build_llama_graph(cfg: LlamaConfig, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     """Return the decoder ModelProto; `weights` uses HF parameter names."""
     b = _Builder()
     nh, kvh, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    if nh % kvh:
-        raise ValueError(f"num_attention_heads {nh} not a multiple of num_key_value_heads {kvh}")
-    float_t = TensorProto.FLOAT
-
-    def io(name: str, elem: int, dims: list[Any]) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, elem, dims)
-
-    inputs = [
-        io("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-        io("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
-        io("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
-    ]
-    outputs = [io("logits", float_t, ["batch_size", "sequence_length", cfg.vocab_size])]
-    for i in range(cfg.num_hidden_layers):
-        for kind in ("key", "value"):
-            inputs.append(
-                io(
-                    f"past_key_values.{i}.{kind}",
-                    float_t,
-                    ["batch_size", kvh, "past_sequence_length", hd],
-                )
-            )
-            outputs.append(
-                io(f"present.{i}.{kind}", float_t, ["batch_size", kvh, "total_sequence_length", hd])
-            )
+    inputs, outputs = decoder_io(cfg, logits_len="sequence_length", past_len="past_sequence_length",
+                                 present_len="total_sequence_length", position_ids=True)
 
     embed = b.init("model.embed_tokens.weight", np.asarray(weights["model.embed_tokens.weight"], np.float32))
     x = b.op("Gather", [embed, "input_ids"], axis=0)
