@@ -23,7 +23,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_smoothing_keeps_the_fp32_model_output(tiny: Path, tmp_path: Path) -> None:
     model = onnx.load(str(tiny / "model.onnx"))
     assert smoothable(model)
-    ranges = calibrate(model, tiny, tokens=4)
+    ranges = calibrate(model, SlmEngine(tiny), tokens=4)
     # the tiny model's activations differ by channel, so the scales really move weight
     assert max(float(np.ptp(np.log(r + 1e-6))) for r in ranges.values()) > 0.5
     smooth(model, ranges, heads_of(tiny), alpha=0.8)

@@ -79,10 +79,10 @@ def _copy_side_files(src: Path, dst: Path, name: str | None = None) -> None:
 Build = Callable[[Sequence[str], Path], None]  # (MatMuls in the fallback form, model dir) -> model.onnx
 
 
-def _builder(method: str, src: Path, threads: int) -> tuple[Build, dict[str, Any]]:
+def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, dict[str, Any]]:
     """How to write DST's model.onnx with some MatMuls in the fallback form, and the settings."""
     if method == "w8a8":
-        smoothed = smoothed_model(src, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
+        smoothed = smoothed_model(src_engine, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
 
         def w8a8(fallback: Sequence[str], dst: Path) -> None:
             if not fallback:
@@ -97,7 +97,7 @@ def _builder(method: str, src: Path, threads: int) -> tuple[Build, dict[str, Any
                       "activations": "uint8 per tensor, dynamic", "fallback": "nbits", **INT8_SETTINGS}
     if method != "nbits":
         raise ConfigError(f"quantize: unknown method {method!r} (nbits or w8a8)")
-    source = onnx.load(str(src / "model.onnx"))
+    source = onnx.load(str(src_engine.model_dir / "model.onnx"))
 
     def nbits(exclude: Sequence[str], dst: Path) -> None:
         model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
@@ -151,7 +151,7 @@ def quantize_dir(
     if not parts:
         raise ConfigError(f"{src} has no MatMul with a constant weight to quantise")
     started = time.monotonic()
-    build, settings = _builder(method, src, threads)
+    build, settings = _builder(method, src_engine, threads)
     tuning = _Judge(src_engine, CALIBRATION_PROMPTS[:16], tokens)
 
     def candidate(exclude: Sequence[str], work: Path) -> float:

@@ -30,6 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from topics.errors import ConfigError
+from workers.slm.engine import SlmEngine
 
 CALIBRATION_PROMPTS = """\
 Tell me a fun fact about octopuses.
@@ -192,33 +193,31 @@ def smooth(model: onnx.ModelProto, ranges: dict[str, np.ndarray], heads: Heads,
     w.save()
 
 
-def calibrate(model: onnx.ModelProto, model_dir: Path, *, tokens: int = 24,
+def calibrate(model: onnx.ModelProto, engine: SlmEngine, *, tokens: int = 24,
               threads: int = 2) -> dict[str, np.ndarray]:
     """Activation ranges of `model` (fp32, fused) over CALIBRATION_PROMPTS and the greedy
-    continuations that `model_dir` (the same model, saved) writes for them."""
+    continuations that `engine` (the same model, loaded) writes for them."""
     import onnxruntime as ort
 
-    from workers.slm.engine import SlmEngine, session_options
+    from workers.slm.engine import session_options
 
-    engine = SlmEngine(model_dir, threads=threads, warmup=False)
     encoded = [engine.encode([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS]
     written = engine.decode_ids(encoded, [tokens] * len(encoded)).tokens
     sequences = [ids + more for ids, more in zip(encoded, written, strict=True)]
-    del engine
-    heads = heads_of(model_dir)
     augmented, activation_of = with_matmul_inputs(model, smoothed_weights(model))
     session = ort.InferenceSession(augmented.SerializeToString(), session_options(threads),
                                    providers=["CPUExecutionProvider"])
     past = [f"past_key_values.{i}.{kind}" for i in range(_layers(model)) for kind in ("key", "value")]
-    return channel_ranges(session, sequences, (past, heads), activation_of)
+    return channel_ranges(session, sequences, (past, heads_of(engine.model_dir)), activation_of)
 
 
-def smoothed_model(src: Path, *, alpha: float = 0.5, threads: int = 2) -> onnx.ModelProto:
-    """SRC's fp32 fused model with its activation outliers moved into the weights."""
-    model = onnx.load(str(Path(src) / "model.onnx"))
+def smoothed_model(engine: SlmEngine, *, alpha: float = 0.5, threads: int = 2) -> onnx.ModelProto:
+    """The fp32 fused model `engine` runs, with its activation outliers moved into the weights."""
+    src = engine.model_dir
+    model = onnx.load(str(src / "model.onnx"))
     if not smoothable(model):
         raise ConfigError(f"{src}: w8a8 needs the fused graph `pointsman models prepare` builds")
-    smooth(model, calibrate(model, Path(src), threads=threads), heads_of(Path(src)), alpha)
+    smooth(model, calibrate(model, engine, threads=threads), heads_of(src), alpha)
     return model
 
 
