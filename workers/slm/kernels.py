@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,7 +115,7 @@ def bench_kernels(
     for batch in batches:
         feeds = {f"x{k}": rng.standard_normal((batch, k), dtype=np.float32)
                  for k in sorted({k for k, _ in shapes})}
-        best: Counter[str] = Counter()
+        best: dict[str, float] = {}
         for _ in range(repeats):  # kernels take turns, so a noisy neighbour hits all of them
             for name, session in sessions.items():
                 session.run(None, feeds)  # type: ignore[attr-defined]
@@ -124,7 +123,7 @@ def bench_kernels(
                 for _ in range(runs):
                     session.run(None, feeds)  # type: ignore[attr-defined]
                 took = (time.perf_counter() - started) / runs * 1e3
-                best[name] = min(best[name], took) if name in best else took
+                best[name] = min(best.get(name, took), took)
         base = best["fp32 MatMul"]
         rows += [KernelRow(name, batch, round(ms, 2), round(base / ms, 2)) for name, ms in best.items()]
     return rows

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from topics.errors import ConfigError
-from workers.slm.bench import bench_prompts
+from workers.slm.bench import BENCH_PROMPTS
 from workers.slm.engine import SlmEngine
 from workers.slm.llama_graph import save_model
 from workers.slm.prepare import INT8_SETTINGS, quantize_int8
@@ -187,7 +187,7 @@ def quantize_dir(
     _copy_side_files(src, dst, model_name)
     build(exclude, dst)
     engine = SlmEngine(dst, threads=threads)
-    held_out = _Judge(src_engine, [p[0]["content"] for p in bench_prompts()[:16]], tokens)
+    held_out = _Judge(src_engine, BENCH_PROMPTS.splitlines()[:16], tokens)
     agreement = held_out.agreement(engine)
     speeds: dict[str, list[float]] = {"src": [], "dst": []}
     for ids in held_out.encoded[:4]:  # alternate, so a noisy neighbour slows both alike
