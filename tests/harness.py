@@ -14,7 +14,30 @@ from infra.query_server import Reader, wait_for_endpoint
 from topics.names import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_PORT = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT", "39092"))
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free (broker and controller): two test runs on one machine must
+    not collide on a fixed port."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
+
+
+# POINTSMAN_TEST_KAFKA_PORT pins it (to reuse a broker by hand); otherwise a free pair per run
+TEST_PORT = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT") or free_port_pair())
 
 
 @dataclass

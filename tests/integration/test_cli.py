@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from tests.harness import ROOT, free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def pointsman(env: dict[str, str], *args: str, timeout: float = 600) -> subproce
 
 @pytest.fixture()
 def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    port = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT", "39092")) + 100
+    port = free_port_pair()
     env = {**os.environ, "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
            "POINTSMAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
     yield env
