@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.config import ENV_DOC, Config
 from topics.errors import PointsmanError
+from topics.redact import install_redaction, redact, register_secret
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = Config.from_env()
+    register_secret(*config.secrets())
+    install_redaction()
     try:
         return _dispatch(args, config)
     except PointsmanError as exc:
-        print(f"pointsman: {exc}", file=sys.stderr)
+        print(f"pointsman: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from infra.kafka import LocalKafkaConfig
 from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
 from pipeline.sink import SinkSettings
+from topics.errors import ConfigError
 from topics.names import Topics
 from workers.llm_client import LlmSettings
 from workers.llm_worker import LlmWorkerSettings
@@ -121,6 +124,16 @@ class Config:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def secrets(self) -> list[str]:
+        """Every secret this configuration holds: API keys (the upstreams file's too) and the
+        DSN's password. They are redacted from all output (topics/redact.py)."""
+        found = [self.llm_api_key]
+        if self.llm_upstreams_file:
+            with contextlib.suppress(ConfigError):  # the llm role reports a bad file itself
+                found += [u.api_key for u in load_upstreams(Path(self.llm_upstreams_file))[0]]
+        password = urlsplit(self.dsn).password if "://" in self.dsn else None
+        return [s for s in (*found, password) if s]
 
     def group(self, role: str) -> str:
         return f"{self.topic_prefix}pointsman-{role}"

@@ -1,7 +1,8 @@
 """Secrets never leave the process: every configured secret is replaced in any text we emit.
 
 Roles register what they hold (API keys, passwords, DSN credentials) once at start; errors,
-dead-letter reasons, results and log records pass through `redact` before they leave. A secret
+dead-letter reasons and results pass through `redact` before they leave, and every log record and
+uncaught traceback is redacted once `install_redaction` ran. A secret
 is matched as a substring, so an upstream that echoes `Authorization: Bearer <key>` back inside
 its error body is caught too.
 """
@@ -9,7 +10,10 @@ its error body is caught too.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import traceback
+from types import TracebackType
 
 MARK = "[REDACTED]"
 _MIN_SECRET_CHARS = 4  # shorter "secrets" would redact ordinary words
@@ -44,27 +48,38 @@ def redact_optional(text: str | None) -> str | None:
     return None if text is None else redact(text)
 
 
-class RedactingFilter(logging.Filter):
-    """Redacts the formatted message of every record (args included) before a handler sees it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
-        message = record.getMessage()
-        clean = redact(message)
-        if record.exc_info and record.exc_info[1] is not None:
-            # the traceback text is formatted later from exc_info: render it now, redacted
-            formatter = logging.Formatter()
-            clean += "\n" + redact(formatter.formatException(record.exc_info))
-            record.exc_info = None
-            record.exc_text = None
-        record.msg, record.args = clean, None
-        return True
+def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    if not _secrets:
+        return record
+    record.msg, record.args = redact(record.getMessage()), None
+    if record.exc_info and record.exc_info[1] is not None:
+        # formatters reuse exc_text when it is set: render the traceback now, redacted
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
 
 
-def install_log_redaction() -> None:
-    """Attach the filter to every handler of the root logger (call after logging is set up)."""
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install_redaction() -> None:
+    """Redact every log record at creation (whoever configures the handlers later: Faust does)
+    and every uncaught traceback. Idempotent."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacting", False):
+        return
+
+    def redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        return _redact_record(factory(*args, **kwargs))
+
+    redacting_factory.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting_factory)
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not SystemExit:
+            sys.stderr.write(redact("".join(traceback.format_exception(
+                args.exc_type, args.exc_value, args.exc_traceback))))
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
