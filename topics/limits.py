@@ -1,4 +1,5 @@
-"""Size limits on what we produce: an output never exceeds what the broker accepts.
+"""What every result and dead letter passes through before it is produced: secrets redacted
+(topics/redact.py), and a size that the broker accepts.
 
 The broker's default `message.max.bytes` is about 1 MiB and librdkafka refuses anything over
 1,000,000 bytes locally (MSG_SIZE_TOO_LARGE), so every value we produce stays under
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import msgspec
 
 from topics.codec import encode
+from topics.redact import redact, redact_optional
 from topics.schemas import DeadLetter, Result
 
 MAX_MESSAGE_BYTES = 900_000
@@ -42,6 +44,8 @@ def _shrunk(encode_with: Callable[[str], bytes], text: str, limit: int) -> bytes
 
 
 def encode_result(result: Result, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    result = msgspec.structs.replace(result, error=redact_optional(result.error),
+                                     answer=redact(result.answer))
     value = encode(result)
     if len(value) <= limit:
         return value
@@ -56,6 +60,7 @@ def encode_result(result: Result, limit: int = MAX_MESSAGE_BYTES) -> bytes:
 
 
 def encode_dead_letter(letter: DeadLetter, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    letter = msgspec.structs.replace(letter, reason=redact(letter.reason), raw=redact(letter.raw))
     value = encode(letter)
     if len(value) <= limit:
         return value

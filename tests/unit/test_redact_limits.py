@@ -64,3 +64,9 @@ def test_a_dead_letter_of_escaping_bytes_still_fits() -> None:
     value = encode_dead_letter(letter)
     assert len(value) <= MAX_MESSAGE_BYTES
     assert "truncated: 900000 bytes" in decode(value, DeadLetter).raw
+
+
+def test_encoded_outputs_carry_no_secret(secret: str) -> None:
+    result = Result(query_id="q", tenant="t", route="llm", error=f"401: Bearer {secret}")
+    letter = DeadLetter(reason=f"401: Bearer {secret}", raw=f'{{"k": "{secret}"}}', source_topic="q")
+    assert secret.encode() not in encode_result(result) + encode_dead_letter(letter)
