@@ -210,6 +210,14 @@ _WRONG_TYPES: tuple[Callable[[dict[str, Any]], None], ...] = (
 _BAD_USAGE = ((-5, 12), (7, 2**32 + 5), (-1, 2**40))
 
 
+async def _cancel_the_rest() -> None:
+    """Handlers still hanging (hang, trickle) end here rather than being destroyed pending."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 class StandinServer:
     """Runs a StandinLLM on 127.0.0.1 in a background thread (tests, demo)."""
 
@@ -234,6 +242,7 @@ class StandinServer:
     def stop(self) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
