@@ -1,22 +1,37 @@
 """OpenAI-compatible chat client over upstreams in fallback order.
 
 Each call: pick the first upstream whose circuit is closed (skipping ones that already failed
-this request), wait for its request/token buckets, POST /chat/completions with a timeout that
-never outlives the query's deadline. 429, 5xx, timeouts and connection errors are
-RetryableError: back off (full jitter, or the upstream's Retry-After) and try the next upstream.
-Other 4xx and malformed bodies are PermanentError. httpx errors are translated here only.
+this request), wait for its request/token buckets, POST /chat/completions. The timeout bounds the
+whole call (connect, headers and body: an upstream trickling a valid body one byte at a time is
+cut off at `timeout_s`), never outliving the query's deadline. 429, 5xx, timeouts and connection
+errors are RetryableError: back off (full jitter, or the upstream's Retry-After) and try the next
+upstream. Other 4xx and malformed bodies are PermanentError. httpx errors are translated here only.
+
+Nothing an upstream sends is trusted. The body is read up to `max_response_bytes` and no further
+(more is a PermanentError). Every field is type-checked: choices a non-empty list of objects,
+message an object, content a string or null (null reads as ""), model a string or absent (absent
+reads as the model we asked for), usage an object or absent. Token counts must be integers (an
+integral float such as 12.0 is accepted; bool, string, fractional or non-finite numbers are a
+PermanentError); integers out of range are clamped into what the results table stores (UInt32):
+negative -> 0, above 2**32 - 1 -> 2**32 - 1, because the answer itself is valid and paid for and
+the count is only bookkeeping. Every upstream's API key is registered with topics.redact when the
+client is built, and error text quoting an upstream's body is redacted before it is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import random
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
 from topics.errors import PermanentError, RetryableError
+from topics.redact import redact, register_secret
 from workers.resilience import CircuitBreaker, TokenBucket
 from workers.upstreams import Upstream
 
@@ -32,6 +47,7 @@ class LlmSettings:
     max_backoff_s: float = 8.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0
+    max_response_bytes: int = 1 << 20  # an upstream body larger than this is an error, unread
 
     @property
     def model(self) -> str:
@@ -45,6 +61,10 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     upstream: str = ""
+
+
+MAX_TOKEN_COUNT = 2**32 - 1  # results.prompt_tokens / completion_tokens are UInt32
+MAX_MODEL_CHARS = 200
 
 
 class RetryAfter(RetryableError):
@@ -69,6 +89,8 @@ class ChatClient:
     def __init__(self, settings: LlmSettings, http: httpx.AsyncClient) -> None:
         self.settings = settings
         self.http = http
+        for upstream in settings.upstreams:  # whatever an upstream echoes back, its key never leaves
+            register_secret(upstream.api_key, _url_password(upstream.base_url))
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._states = [
             _UpstreamState(
@@ -138,31 +160,126 @@ class ChatClient:
         body = {"model": upstream.model, "messages": messages, "max_tokens": max_tokens,
                 "temperature": temperature}
         url = upstream.base_url.rstrip("/") + "/chat/completions"
+        cap = self.settings.max_response_bytes
         try:
-            response = await self.http.post(url, json=body, headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read; this one bounds the whole call, so an upstream
+            # that trickles a body byte by byte cannot hold it past timeout_s
+            async with asyncio.timeout(timeout):
+                async with self.http.stream("POST", url, json=body, headers=headers,
+                                            timeout=timeout) as response:
+                    status = response.status_code
+                    if status == 429 or status >= 500:
+                        raise RetryAfter(f"{upstream.name} answered {status}",
+                                         retry_after_s=_retry_after(response.headers.get("retry-after")))
+                    raw, over = await _read_capped(response, cap)
+        except (TimeoutError, httpx.TimeoutException):
             raise RetryableError(f"{upstream.name} timed out after {timeout:.1f}s") from None
         except httpx.TransportError as exc:
             raise RetryableError(f"{upstream.name} unreachable: {type(exc).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryAfter(f"{upstream.name} answered {response.status_code}",
-                             retry_after_s=_retry_after(response.headers.get("retry-after")))
-        if response.status_code >= 400:
-            raise PermanentError(f"{upstream.name} answered {response.status_code}: {response.text[:200]}")
-        try:
-            data = response.json()
-            usage = data.get("usage") or {}
-            return Completion(
-                text=data["choices"][0]["message"]["content"] or "",
-                model=data.get("model") or upstream.model,
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                upstream=upstream.name,
-            )
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise PermanentError(
-                f"{upstream.name} sent a malformed completion: {response.text[:200]}"
-            ) from None
+        except httpx.DecodingError:
+            raise PermanentError(f"{upstream.name} sent a body that cannot be decoded") from None
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"{upstream.name} failed: {type(exc).__name__}") from None
+        if status >= 400:
+            raise PermanentError(f"{upstream.name} answered {status}: {_excerpt(raw)}")
+        if over:
+            raise PermanentError(f"{upstream.name} sent a response over {cap} bytes")
+        return parse_completion(raw, upstream)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most `cap` bytes of the body, and whether there was more (we stop reading there)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks)[:cap], True
+    return b"".join(chunks), False
+
+
+def _excerpt(raw: bytes, chars: int = 200) -> str:
+    # redact before cutting: a cut through a key would leave a prefix that no longer matches
+    return redact(raw.decode("utf-8", errors="replace"))[:chars]
+
+
+def parse_completion(raw: bytes, upstream: Upstream) -> Completion:
+    """A chat completion from the body, every field type-checked (see the module docstring)."""
+
+    def bad(reason: str) -> PermanentError:
+        return PermanentError(f"{upstream.name} sent a malformed completion: {reason}")
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise bad("not JSON") from None
+    if not isinstance(data, dict):
+        raise bad(f"body is {_kind(data)}, expected an object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise bad(f"choices is {_kind(choices)}, expected a non-empty list")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise bad(f"choices[0] is {_kind(choice)}, expected an object")
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise bad(f"choices[0].message is {_kind(message)}, expected an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise bad(f"choices[0].message.content is {_kind(content)}, expected a string or null")
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad(f"model is {_kind(model)}, expected a string")
+    if model is not None and len(model) > MAX_MODEL_CHARS:
+        raise bad(f"model name is {len(model)} characters long")
+    usage = data.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise bad(f"usage is {_kind(usage)}, expected an object")
+    usage = usage or {}
+    try:
+        prompt_tokens = _token_count(usage.get("prompt_tokens"))
+        completion_tokens = _token_count(usage.get("completion_tokens"))
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    return Completion(
+        text=_valid_unicode(content or ""), model=_valid_unicode(model or "") or upstream.model,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, upstream=upstream.name,
+    )
+
+
+def _token_count(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # some proxies write integers as 12.0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a token count is {_kind(value)} {str(value)[:20]!r}, expected an integer")
+    return min(max(value, 0), MAX_TOKEN_COUNT)
+
+
+def _valid_unicode(text: str) -> str:
+    """JSON may carry lone surrogates (\\ud800), which no encoder downstream accepts."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _kind(value: object) -> str:
+    return "missing" if value is None else type(value).__name__
+
+
+def _url_password(url: str) -> str | None:
+    """The password of a https://user:password@proxy/v1 base URL, a secret too."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -4,22 +4,34 @@ Unlike the batch loop, calls run concurrently and finish out of order: each mess
 its offset is committed once it and every earlier one are done (workers/offsets.py). When
 `max_in_flight` messages are open the consumer's partitions are paused, so a slow upstream
 builds lag in Kafka, not memory in this process. Identical queries in flight share one call.
+
+Nothing that goes wrong with one message pins its partition: any exception while decoding,
+answering or encoding it becomes an error result (when the message is a readable route request)
+and a dead letter, and its offset moves on. Every text that leaves (results, dead letters, log
+lines) passes through topics.redact, and outputs are encoded by topics.limits so they always fit
+the broker. On stop, calls in flight get `stop_grace_s` to finish; the rest are cancelled and
+their offsets stay uncommitted, so they replay on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.kafka_io import Outgoing, PipelinedProducer, new_consumer
-from topics.codec import encode
+from topics.codec import decode, encode, raw_text
 from topics.errors import PointsmanError, RetryableError
+from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
+from topics.redact import redact, redact_optional
 from topics.schemas import DeadLetter, RouteRequest
 from workers.answers import Answer, decode_requests, result_for
 from workers.coalesce import RecentAnswers
@@ -40,6 +52,7 @@ class LlmWorkerSettings:
     # a query without deadline_s has none: a backlog (or a backfill) must not expire answers
     default_deadline_s: float | None = None
     commit_interval_s: float = 1.0
+    stop_grace_s: float = 5.0  # on stop, calls in flight get this long, then are cancelled (replayed)
     prices: PriceTable = field(default_factory=PriceTable)
     group: str = "pointsman-llm"
 
@@ -89,12 +102,25 @@ class LlmWorker:
                     self._commit(consumer)
                     last_commit = time.monotonic()
                 await asyncio.sleep(0.002 if not messages else 0)
-            await asyncio.gather(*tasks, return_exceptions=True)  # finish what is open, then commit
-            self.producer.flush()
+            await self._drain(tasks)
+            self.producer.flush(self.settings.stop_grace_s)
             self._commit(consumer)
         finally:
             poller.cancel()
             consumer.close()
+
+    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Let open calls finish for the grace period, then cancel the rest: their offsets stay
+        uncommitted, so they are answered after the restart (a stuck upstream cannot hold stop)."""
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(set(tasks), timeout=self.settings.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("stopping: %d messages still open after %.1fs, cancelled; they replay on "
+                        "restart", len(pending), self.settings.stop_grace_s)
 
     def _start(self, message: Message, tasks: set[asyncio.Task[None]]) -> None:
         tp = (message.topic(), message.partition())
@@ -102,18 +128,49 @@ class LlmWorker:
         task = asyncio.create_task(self._handle(message, tp))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        task.add_done_callback(_log_crash)
 
     async def _handle(self, message: Message, tp: tuple[str, int]) -> None:
+        try:
+            out = await self._outputs(message)
+        except Exception as exc:  # a bug or an unexpected input: keep the message, move on
+            _log_unexpected(f"handling offset {tp}:{message.offset()} failed", exc)
+            out = self._failed(message, exc)
+        if await self._deliver(out, tp, message.offset(), lambda exc: self._failed(message, exc)):
+            self.tracker.finished(tp, message.offset())
+
+    async def _outputs(self, message: Message) -> list[Outgoing]:
         picked, out = decode_requests([message], self.settings.topics)
         for item in picked:
             out += await self._answer(item.request, item.picked_at)
-        if await self._deliver(out, tp, message.offset()):
-            self.tracker.finished(tp, message.offset())
+        return out
 
-    async def _deliver(self, out: list[Outgoing], tp: tuple[str, int], offset: int) -> bool:
+    def _failed(self, message: Message, exc: BaseException) -> list[Outgoing]:
+        """An error result and a dead letter for a message whose handling raised; just the dead
+        letter (keyed by offset) if even that cannot be built."""
+        reason = redact(f"llm worker failed: internal error: {exc!r}")
+        try:
+            request = decode(message.value(), RouteRequest)
+            answer = Answer("", self.client.settings.model, error=reason)
+            route = "escalated" if request.escalation else "llm"
+            result = result_for(request, answer, route, time.time(), coalesced=False)
+            return [Outgoing(self.settings.topics.results, request.query_id.encode(),
+                             encode_result(result)),
+                    self._dead_letter(request, reason)]
+        except Exception:
+            letter = DeadLetter(
+                reason=reason, raw=redact(raw_text(message.value())), source_topic=message.topic(),
+                partition=message.partition(), offset=message.offset(), failed_at=time.time(),
+            )
+            key = f"{message.topic()}:{message.partition()}:{message.offset()}".encode()
+            return [Outgoing(self.settings.topics.deadletter, key, encode_dead_letter(letter))]
+
+    async def _deliver(self, out: list[Outgoing], tp: tuple[str, int], offset: int,
+                       fallback: Callable[[Exception], list[Outgoing]] | None = None) -> bool:
         """Send until the broker acknowledges (a resend may duplicate a result; the sink keeps
         one row per query id). Gives up only when stopping: the offset then stays uncommitted
-        and the message is replayed on restart."""
+        and the message is replayed on restart. If the outputs themselves are refused (not a
+        broker hiccup), they are replaced once by `fallback`'s error outputs."""
         delay = 0.1
         while True:
             try:
@@ -121,10 +178,18 @@ class LlmWorker:
                 return True
             except RetryableError as exc:
                 if self._stop.is_set():
-                    log.error("results for offset %s:%d not delivered before stop: %s", tp, offset, exc)
+                    log.error("results for offset %s:%d not delivered before stop: %s",
+                              tp, offset, redact(str(exc)))
                     return False
                 log.warning("results for offset %s:%d not delivered, retrying in %.1fs: %s",
-                            tp, offset, delay, exc)
+                            tp, offset, delay, redact(str(exc)))
+            except Exception as exc:  # e.g. a message the producer refuses outright
+                _log_unexpected(f"results for offset {tp}:{offset} refused", exc)
+                if fallback is not None:
+                    out, fallback = fallback(exc), None
+                    continue
+                if self._stop.is_set():
+                    return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -150,10 +215,11 @@ class LlmWorker:
                 del self.calls[fp]
             if answer.error is None:
                 self.recent.put(fp, answer, time.time())
+        answer = _scrubbed(answer)
         route = "escalated" if request.escalation else "llm"
         result = result_for(request, answer, route, picked_at, coalesced=coalesced)
         topics = self.settings.topics
-        out = [Outgoing(topics.results, request.query_id.encode(), encode(result))]
+        out = [Outgoing(topics.results, request.query_id.encode(), encode_result(result))]
         if answer.error is not None:
             out.append(self._dead_letter(request, answer.error))
         return out
@@ -168,27 +234,31 @@ class LlmWorker:
         try:
             done = await self.client.complete(messages, max_tokens=query.max_tokens,
                                               temperature=query.temperature, deadline=deadline)
+            return Answer(
+                text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                inference_ms=(time.perf_counter() - started) * 1000,
+                cost_usd=self.settings.prices.llm_cost(done.model, done.prompt_tokens,
+                                                       done.completion_tokens,
+                                                       configured=self.client.settings.model),
+            )
         except PointsmanError as exc:
             # retries are spent or the deadline passed: answer with the error, never loop forever
             return Answer("", self.client.settings.model, error=f"llm failed: {exc}",
                           inference_ms=(time.perf_counter() - started) * 1000)
         except Exception as exc:  # a bug or an unmapped client error: keep the query, say why
-            log.exception("LLM call for %s failed unexpectedly", request.query_id)
+            _log_unexpected(f"LLM call for {request.query_id} failed unexpectedly", exc)
             return Answer("", self.client.settings.model, error=f"llm failed: internal error: {exc!r}",
                           inference_ms=(time.perf_counter() - started) * 1000)
-        return Answer(
-            text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,
-            completion_tokens=done.completion_tokens, inference_ms=(time.perf_counter() - started) * 1000,
-            cost_usd=self.settings.prices.llm_cost(done.model, done.prompt_tokens, done.completion_tokens,
-                                          configured=self.client.settings.model),
-        )
 
     def _dead_letter(self, request: RouteRequest, error: str) -> Outgoing:
         letter = DeadLetter(
-            reason=error, raw=encode(request.query).decode(), source_topic=self.settings.topics.route_llm,
-            query_id=request.query_id, tenant=request.query.tenant, failed_at=time.time(),
+            reason=redact(error), raw=redact(encode(request.query).decode()),
+            source_topic=self.settings.topics.route_llm, query_id=request.query_id,
+            tenant=request.query.tenant, failed_at=time.time(),
         )
-        return Outgoing(self.settings.topics.deadletter, request.query_id.encode(), encode(letter))
+        return Outgoing(self.settings.topics.deadletter, request.query_id.encode(),
+                        encode_dead_letter(letter))
 
     def _commit(self, consumer: Consumer, only: set[tuple[str, int]] | None = None) -> None:
         positions = self.tracker.to_commit(only)
@@ -204,6 +274,23 @@ class LlmWorker:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(consumer, revoked)
         self.tracker.forget(revoked)
+
+
+def _scrubbed(answer: Answer) -> Answer:
+    """The answer with every registered secret redacted (an upstream may echo a key anywhere)."""
+    return dataclasses.replace(answer, text=redact(answer.text), model=redact(answer.model),
+                               error=redact_optional(answer.error))
+
+
+def _log_unexpected(what: str, exc: BaseException) -> None:
+    # the traceback rendered and redacted here: the key must not leave even without the log filter
+    trace = "".join(traceback.format_exception(exc))
+    log.error("%s", redact(f"{what}: {exc!r}\n{trace}"))
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _log_unexpected("a message task crashed (its offset stays uncommitted)", exc)
 
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,

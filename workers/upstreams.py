@@ -15,7 +15,8 @@ file (POINTSMAN_LLM_UPSTREAMS_FILE), tried in file order:
     [prices]                            # USD per 1M tokens: [prompt, completion]
     "gpt-4o-mini" = [0.15, 0.60]
 
-Keys are read once, held in memory only, and never appear in a repr, a log line or a result.
+Keys are read once, held in memory only, and never appear in a repr, a log line or a result:
+each is registered with topics.redact as it is read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from topics.errors import ConfigError
+from topics.redact import register_secret
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class Upstream:
 
 
 def resolve_key(entry: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """The key, registered for redaction as soon as it is read."""
+    key = _read_key(entry, env)
+    register_secret(key)
+    return key
+
+
+def _read_key(entry: Mapping[str, object], env: Mapping[str, str]) -> str:
     if "api_key" in entry:
         raise ConfigError("put API keys in api_key_env or api_key_file, not in the upstreams file")
     if name := entry.get("api_key_env"):
