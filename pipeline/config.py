@@ -42,7 +42,11 @@ ENV_DOC = {
     "POINTSMAN_LLM_MODEL": "model name sent upstream (default gpt-4o-mini)",
     "POINTSMAN_LLM_UPSTREAMS_FILE": "TOML file: several upstreams in fallback order, limits, prices "
     "(see workers/upstreams.py); overrides the three above",
-    "POINTSMAN_LLM_TIMEOUT_S": "per-request timeout for the single upstream (default 30)",
+    "POINTSMAN_LLM_TIMEOUT_S": "timeout for a whole upstream call, connect to last byte (default 30)",
+    "POINTSMAN_LLM_MAX_RESPONSE_BYTES": "largest upstream response body read; a larger one becomes an "
+    "error result (default 1048576)",
+    "POINTSMAN_LLM_STOP_GRACE_S": "on stop, seconds open LLM calls get to finish before they are "
+    "cancelled and replayed on restart (default 5)",
     "POINTSMAN_LLM_RETRIES": "retries after the first attempt, across upstreams (default 3)",
     "POINTSMAN_LLM_CONCURRENCY": "upstream calls at once per LLM worker (default 16)",
     "POINTSMAN_ROUTING_POLICY": "baseline-length (default), learned, always-slm, always-llm, or a "
@@ -77,6 +81,8 @@ class Config:
     llm_timeout_s: float = 30.0
     llm_retries: int = 3
     llm_concurrency: int = 16
+    llm_max_response_bytes: int = 1 << 20
+    llm_stop_grace_s: float = 5.0
     policy: str = "baseline-length"
     slm_share: float = 0.8
     routing_threshold: float | None = None
@@ -109,6 +115,8 @@ class Config:
             llm_timeout_s=float(env.get("POINTSMAN_LLM_TIMEOUT_S", "30")),
             llm_retries=int(env.get("POINTSMAN_LLM_RETRIES", "3")),
             llm_concurrency=int(env.get("POINTSMAN_LLM_CONCURRENCY", "16")),
+            llm_max_response_bytes=int(env.get("POINTSMAN_LLM_MAX_RESPONSE_BYTES", str(1 << 20))),
+            llm_stop_grace_s=float(env.get("POINTSMAN_LLM_STOP_GRACE_S", "5")),
             policy=env.get("POINTSMAN_ROUTING_POLICY", "baseline-length"),
             slm_share=float(env.get("POINTSMAN_SLM_SHARE", "0.8")),
             routing_threshold=(float(env["POINTSMAN_ROUTING_THRESHOLD"])
@@ -169,9 +177,10 @@ class Config:
             upstreams = [Upstream("default", base_url or self.llm_base_url, self.llm_model,
                                   api_key=self.llm_api_key, timeout_s=self.llm_timeout_s)]
         llm = LlmSettings(upstreams=tuple(upstreams), retries=self.llm_retries,
-                          max_concurrency=self.llm_concurrency)
+                          max_concurrency=self.llm_concurrency,
+                          max_response_bytes=self.llm_max_response_bytes)
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, prices=prices,
-                                 group=self.group("llm"))
+                                 group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s)
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"))
