@@ -14,7 +14,6 @@ overloaded, schema missing: the same rows will do later).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from importlib import resources
@@ -191,7 +190,7 @@ class Database:
             try:
                 self.client.insert(table, rows, column_names=columns)
                 return
-            except Exception as exc:  # noqa: BLE001 - the serialiser raises struct/Unicode/Type errors too
+            except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
                 transient, reason = _insert_error(exc)
         if transient or not self.reachable():
             raise RetryableError(f"ClickHouse insert failed: {reason}")
@@ -203,7 +202,7 @@ class Database:
             try:
                 self.client.query("SELECT 1")
                 return True
-            except Exception:  # noqa: BLE001 - any failure of a trivial query means "not now"
+            except Exception:  # any failure of a trivial query means "not now"
                 return False
 
     def command(self, sql: str) -> None:
