@@ -156,7 +156,8 @@ def letter_id(d: DeadLetter) -> str:
     are two letters, and a replay of the same failure is the same letter."""
     if d.offset >= 0:
         return f"{d.source_topic}:{d.partition}:{d.offset}"
-    return f"{d.source_topic}:{d.tenant or ''}:{d.query_id or ''}:{xxhash.xxh3_64_hexdigest(d.raw)}"
+    text_hash = xxhash.xxh3_64_hexdigest(d.raw.encode("utf-8", "surrogatepass"))
+    return f"{d.source_topic}:{d.tenant or ''}:{d.query_id or ''}:{text_hash}"
 
 
 def dead_letter_row(d: DeadLetter) -> list[Any]:
