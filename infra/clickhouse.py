@@ -207,7 +207,10 @@ class Database:
 
     def command(self, sql: str) -> None:
         with self._lock:
-            self.client.command(sql)
+            try:
+                self.client.command(sql)
+            except ClickHouseError as exc:
+                raise PermanentError(str(exc).strip()) from None
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock:

@@ -196,8 +196,9 @@ def test_two_tenants_failing_under_one_id_keep_two_letters(db: Database) -> None
 
 
 def test_one_id_with_two_texts_keeps_both_answers_and_a_replay_still_collapses(db: Database) -> None:
-    first = result("q1", fingerprint="fp-one", answer="one")
-    second = result("q1", fingerprint="fp-two", answer="two")
+    now = time.time()
+    first = result("q1", fingerprint="fp-one", answer="one", submitted_at=now, completed_at=now)
+    second = result("q1", fingerprint="fp-two", answer="two", submitted_at=now, completed_at=now)
     writer = SinkWriter(db, TOPICS)
     writer(messages([first, second]))
     writer(messages([first, second]))

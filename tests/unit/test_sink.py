@@ -64,7 +64,9 @@ class RefusingInsert:
     block: all or nothing."""
 
     def __init__(self, poison: set[int]) -> None:
-        self.poison, self.stored, self.calls = poison, [], 0
+        self.poison = poison
+        self.stored: list[int] = []
+        self.calls = 0
 
     def __call__(self, rows: list[int]) -> None:
         self.calls += 1
