@@ -19,7 +19,8 @@ max_partitions_per_insert_block (100), so a backfill spanning years goes in a fe
 Replays, whole-batch retries and the halves of a split are absorbed by the ReplacingMergeTree
 keys (results: tenant, day, query id, fingerprint; letters: topic and letter id), so a row
 inserted twice never double counts when read FINAL. A split re-sends only rows whose insert was
-refused, and a refused insert stores nothing.
+refused, and a refused insert stores nothing (a sink batch is one insert block; the client makes
+a block it cannot serialise fail whole).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
     "tenant", "failed_at",
 ]
+SUBMITTED_AT = RESULT_COLUMNS.index("submitted_at")  # the results' partition key
+FAILED_AT = DEAD_LETTER_COLUMNS.index("failed_at")  # the letters' partition key
 MAX_PARTITIONS_PER_INSERT = 50
 # what turning a decoded message into a row can raise: datetime.fromtimestamp(1e20) and the like
 ROW_ERRORS = (ValueError, OverflowError, OSError, TypeError)
@@ -214,12 +217,12 @@ class SinkWriter:
                     d = decode(message.value(), DeadLetter)
                     origin = replace(origin, query_id=d.query_id or "", tenant=d.tenant or "")
                     values = dead_letter_row(d)
-                    letters.append(Row(values, _month(values[-1]), origin))
+                    letters.append(Row(values, _month(values[FAILED_AT]), origin))
                 else:
                     r = decode(message.value(), Result)
                     origin = replace(origin, query_id=r.query_id, tenant=r.tenant)
                     values = result_row(r)
-                    results.append(Row(values, _month(values[13]), origin))
+                    results.append(Row(values, _month(values[SUBMITTED_AT]), origin))
             except InvalidMessage as exc:
                 # only our code writes these topics, so this is a bug or a foreign producer
                 unstored.append((origin, f"sink: undecodable: {exc.reason}"))
