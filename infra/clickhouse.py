@@ -2,11 +2,18 @@
 
 The embedded engine locks its directory to one process. The process that holds it (the sink)
 also serves read-only SQL on 127.0.0.1 (see infra/query_server.py), and `open_reader` uses that
-endpoint when it is up, so `pointsman sql` and `report` work while the pipeline runs.
+endpoint when it is up, so `pointsman sql` and `report` work while the pipeline runs. The
+directory holds every answer and prompt, so it is private to its owner (0700).
+
+Inserts translate what goes wrong into the error tree: `RowsRefused` when these rows cannot be
+stored (a client-side serialisation error or a server refusal: the caller splits the batch to
+find the bad row), `RetryableError` when the database itself is in trouble (unreachable,
+overloaded, schema missing: the same rows will do later).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from importlib import resources
@@ -15,11 +22,39 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from topics.errors import InfraError, PermanentError
+from topics.errors import InfraError, PermanentError, RetryableError
+
+log = logging.getLogger(__name__)
 
 DATABASE = "pointsman"
+DEFAULT_RETENTION_DAYS = 90
+PRIVATE_DIR_MODE = 0o700
+
+# clickhouse-connect logs a traceback for every row it cannot serialise; a refused insert is
+# reported once by the caller, with the reason, so this would only repeat it at each split
+logging.getLogger("clickhouse_connect.driver.transform").setLevel(logging.CRITICAL)
+
+# ClickHouse error codes that say the server or its schema is in trouble, not the rows:
+# retrying the same rows later is right, splitting the batch would only dead-letter good rows
+_TRANSIENT_CODES = frozenset({
+    16, 47, 60, 81,  # NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER, UNKNOWN_TABLE, UNKNOWN_DATABASE
+    159, 164, 202, 203, 209, 210,  # TIMEOUT_EXCEEDED, READONLY, TOO_MANY_SIMULTANEOUS_QUERIES,
+    #                                NO_FREE_CONNECTION, SOCKET_TIMEOUT, NETWORK_ERROR
+    236, 241, 242, 252,  # ABORTED, MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS
+    319, 394, 439, 497, 516, 999,  # UNKNOWN_STATUS_OF_INSERT, QUERY_WAS_CANCELLED,
+    #                                CANNOT_SCHEDULE_TASK, ACCESS_DENIED, AUTHENTICATION_FAILED, KEEPER
+})
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
+class RowsRefused(PermanentError):
+    """These rows cannot be stored as they are; `reason` is what ClickHouse or its client said."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def is_embedded(dsn: str) -> bool:
@@ -30,10 +65,21 @@ def embedded_dir(dsn: str) -> Path:
     return Path(dsn.removeprefix("chdb://"))
 
 
+def private_dir(directory: Path) -> Path:
+    """Create `directory` as 0700, or tighten it to 0700 if it exists (whatever the umask)."""
+    directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        try:
+            directory.chmod(PRIVATE_DIR_MODE)
+        except PermissionError:  # a reader opening someone else's directory: not ours to change
+            log.warning("cannot make %s private (not its owner)", directory)
+    return directory
+
+
 def connect(dsn: str) -> Client:
     try:
         if is_embedded(dsn):
-            embedded_dir(dsn).mkdir(parents=True, exist_ok=True)
+            private_dir(embedded_dir(dsn))
         return clickhouse_connect.get_client(dsn=dsn)
     except ClickHouseError as exc:
         if "Cannot lock file" in str(exc):
@@ -48,8 +94,12 @@ def _safe(dsn: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", dsn)  # hide credentials in messages
 
 
-def migrate(client: Client) -> list[str]:
-    """Apply infra/clickhouse/NNN_*.sql files not applied yet, in order; return their names."""
+def migrate(client: Client, upto: str | None = None) -> list[str]:
+    """Apply infra/clickhouse/NNN_*.sql files not applied yet, in order; return their names.
+
+    Each file is rerunnable from its first statement (a crash midway leaves nothing that a rerun
+    trips on); it is recorded as applied only when all its statements have run. `upto` stops
+    after that file (tests build an old schema with it)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations "
@@ -62,6 +112,8 @@ def migrate(client: Client) -> list[str]:
         key=lambda f: f.name,
     )
     for file in files:
+        if upto is not None and file.name > upto:
+            break
         if file.name in done:
             continue
         for statement in _statements(file.read_text()):
@@ -76,6 +128,55 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
+# the bodies whose TTL is the retention setting: (table, column, type and codec restated)
+RETAINED_BODIES = (
+    ("results", "answer", "String CODEC(ZSTD(3))"),
+    ("dead_letters", "raw", "String CODEC(ZSTD(3))"),
+)
+
+
+def retention_days(database: Database, table: str, column: str) -> int | None:
+    """Days the column is kept after the row was written, from its TTL; None: kept forever."""
+    ddl = database.query(
+        f"SELECT create_table_query FROM system.tables WHERE database = '{DATABASE}' AND name = '{table}'"
+    )[1][0][0]
+    found = re.search(rf"`{column}` [^,]*? TTL toDateTime\(inserted_at\) \+ toIntervalDay\((\d+)\)", ddl)
+    return int(found.group(1)) if found else None
+
+
+def apply_retention(database: Database, days: int) -> list[str]:
+    """Keep answers and dead-letter bodies `days` after the row was written (0: forever).
+
+    Run after migrations; changes only what differs, so a restart with the same setting costs
+    nothing. A shorter retention erases older bodies at the next merge; a longer one cannot bring
+    back bodies already erased."""
+    changed = []
+    for table, column, kind in RETAINED_BODIES:
+        wanted = days if days > 0 else None
+        if retention_days(database, table, column) == wanted:
+            continue
+        ttl = (f"MODIFY COLUMN {column} {kind} TTL toDateTime(inserted_at) + INTERVAL {days} DAY"
+               if wanted else f"MODIFY COLUMN {column} REMOVE TTL")
+        database.command(f"ALTER TABLE {DATABASE}.{table} {ttl}")
+        changed.append(f"{table}.{column}")
+    return changed
+
+
+def _insert_error(exc: Exception) -> tuple[bool, str]:
+    """(transient, reason) for an exception raised by an insert."""
+    text = str(exc).strip()
+    if exc.__cause__ is not None and str(exc.__cause__) not in text:
+        text = f"{text} ({exc.__cause__})"  # the serialiser's own words: 'argument out of range'
+    if isinstance(exc, OperationalError):
+        return True, text  # connection refused, reset, timed out
+    code = _CODE.search(text)
+    if code and int(code.group(1)) in _TRANSIENT_CODES:
+        # TOO_MANY_PARTS is transient, but the same code also says one block spans too many
+        # partitions, which depends on the rows: splitting the batch fixes that one
+        return "partitions for single INSERT" not in text, text
+    return False, text
+
+
 class Database:
     """A clickhouse-connect client shared by threads of one process (inserts and queries)."""
 
@@ -84,8 +185,32 @@ class Database:
         self._lock = threading.Lock()
 
     def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        """Insert, or raise RowsRefused (these rows) or RetryableError (the database)."""
         with self._lock:
-            self.client.insert(table, rows, column_names=columns)
+            try:
+                self.client.insert(table, rows, column_names=columns)
+                return
+            except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
+                transient, reason = _insert_error(exc)
+        if transient or not self.reachable():
+            raise RetryableError(f"ClickHouse insert failed: {reason}")
+        raise RowsRefused(reason)
+
+    def reachable(self) -> bool:
+        """A probe: whether the database answers at all (so a refusal is about the rows)."""
+        with self._lock:
+            try:
+                self.client.query("SELECT 1")
+                return True
+            except Exception:  # any failure of a trivial query means "not now"
+                return False
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            try:
+                self.client.command(sql)
+            except ClickHouseError as exc:
+                raise PermanentError(str(exc).strip()) from None
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         with self._lock:

@@ -1,30 +1,51 @@
 """ClickHouse sink: results and dead letters from Kafka into pointsman.* tables, in batches.
 
-A batch is inserted, then its offsets are committed. If ClickHouse refuses, the batch is retried
-with backoff and consumption waits: rows are never dropped. Replays are absorbed by the tables'
-ReplacingMergeTree keys, so inserting a batch twice never double counts.
+A batch is inserted, then its offsets are committed. No row can hold the others:
+- a message that cannot be decoded or made into a row (a submitted_at of 1e20) is stored as a
+  dead letter with the reason, never a crash;
+- an insert that ClickHouse refuses, or its client cannot serialise (a token count below 0 or
+  beyond UInt32), is split in halves until each refused row stands alone: the good rows land and
+  each refused one is stored in pointsman.dead_letters with the raw message and the error;
+- only when the database itself is in trouble (the error says so, or a `SELECT 1` probe fails
+  too) is the batch retried whole, with backoff, and consumption waits: rows are never dropped.
+A dead letter the sink writes for a refused row holds only values that cannot be refused (text
+made valid, numbers in range, the Kafka timestamp as its time), so nothing loops.
+
+Layout: the tables keep their monthly partitions (results by submission time, letters by failure
+time), which prunes analytics over history by month. Each insert is grouped by partition into
+chunks of at most MAX_PARTITIONS_PER_INSERT months, well under ClickHouse's
+max_partitions_per_insert_block (100), so a backfill spanning years goes in a few blocks.
+
+Replays, whole-batch retries and the halves of a split are absorbed by the ReplacingMergeTree
+keys (results: tenant, day, query id, fingerprint; letters: topic and letter id), so a row
+inserted twice never double counts when read FINAL. A split re-sends only rows whose insert was
+refused, and a refused insert stores nothing (a sink batch is one insert block; the client makes
+a block it cannot serialise fail whole).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Message
+import xxhash
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from infra.clickhouse import Database
+from infra.clickhouse import DEFAULT_RETENTION_DAYS, Database, RowsRefused, apply_retention
 from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
+from topics.limits import truncate_marked
 from topics.names import Topics
 from topics.schemas import DeadLetter, Result
 from workers.loop import LoopSettings, StopFlag, run_loop
 
 log = logging.getLogger(__name__)
 
+RESULTS_TABLE = "pointsman.results"
+LETTERS_TABLE = "pointsman.dead_letters"
 RESULT_COLUMNS = [
     "query_id", "tenant", "route", "model", "answer", "error", "prompt_tokens",
     "completion_tokens", "cost_usd", "confidence", "similarity", "fingerprint", "route_reason",
@@ -34,6 +55,13 @@ DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
     "tenant", "failed_at",
 ]
+SUBMITTED_AT = RESULT_COLUMNS.index("submitted_at")  # the results' partition key
+FAILED_AT = DEAD_LETTER_COLUMNS.index("failed_at")  # the letters' partition key
+MAX_PARTITIONS_PER_INSERT = 50
+# what turning a decoded message into a row can raise: datetime.fromtimestamp(1e20) and the like
+ROW_ERRORS = (ValueError, OverflowError, OSError, TypeError)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,10 +72,75 @@ class SinkSettings:
     batch_size: int = 5000
     batch_wait_s: float = 0.5
     group: str = "pointsman-sink"
+    # days answers and dead-letter bodies are kept after the row was written; 0 keeps them forever
+    answer_retention_days: int = DEFAULT_RETENTION_DAYS
+
+
+# -- pure logic: partition chunks and isolating refused rows --------------------------------------
+
+def by_partition(rows: Sequence[T], month: Callable[[T], int], most: int) -> list[list[T]]:
+    """`rows` grouped into chunks that each span at most `most` monthly partitions."""
+    groups: dict[int, list[T]] = {}
+    for row in rows:
+        groups.setdefault(month(row), []).append(row)
+    chunks: list[list[T]] = []
+    for i, m in enumerate(sorted(groups)):
+        if i % most == 0:
+            chunks.append([])
+        chunks[-1].extend(groups[m])
+    return chunks
+
+
+def insert_isolating(rows: list[T], insert: Callable[[list[T]], None]) -> list[tuple[T, str]]:
+    """Insert `rows`; an insert that is refused is split in halves until each refused row stands
+    alone. Returns the refused rows with the reason; RetryableError passes through."""
+    if not rows:
+        return []
+    try:
+        insert(rows)
+        return []
+    except RowsRefused as exc:
+        if len(rows) == 1:
+            return [(rows[0], exc.reason)]
+    middle = len(rows) // 2
+    return insert_isolating(rows[:middle], insert) + insert_isolating(rows[middle:], insert)
+
+
+# -- rows -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a row came from: enough to store it as a dead letter if it cannot be stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes | None
+    key: bytes | None
+    timestamp_ms: int | None
+    query_id: str = ""
+    tenant: str = ""
+
+    @staticmethod
+    def of(message: Message) -> Origin:
+        kind, ts = message.timestamp()
+        return Origin(message.topic(), message.partition(), message.offset(), message.value(),
+                      message.key(), None if kind == TIMESTAMP_NOT_AVAILABLE else ts)
+
+
+@dataclass(frozen=True)
+class Row:
+    values: list[Any]
+    month: int  # YYYYMM: the monthly partition the row lands in
+    origin: Origin
 
 
 def _time(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _month(at: datetime) -> int:
+    return at.year * 100 + at.month
 
 
 def result_row(r: Result) -> list[Any]:
@@ -60,51 +153,113 @@ def result_row(r: Result) -> list[Any]:
     ]
 
 
+def letter_id(d: DeadLetter) -> str:
+    """Where the letter came from: a message's topic:partition:offset, or for a query that failed
+    its tenant, id and a hash of its text, so two tenants' (or two texts') failures under one id
+    are two letters, and a replay of the same failure is the same letter."""
+    if d.offset >= 0:
+        return f"{d.source_topic}:{d.partition}:{d.offset}"
+    text_hash = xxhash.xxh3_64_hexdigest(d.raw.encode("utf-8", "surrogatepass"))
+    return f"{d.source_topic}:{d.tenant or ''}:{d.query_id or ''}:{text_hash}"
+
+
 def dead_letter_row(d: DeadLetter) -> list[Any]:
-    letter_id = (
-        f"{d.source_topic}:{d.partition}:{d.offset}" if d.offset >= 0
-        else f"{d.source_topic}:{d.query_id}"
-    )
     return [
-        letter_id, d.source_topic, d.partition, d.offset, d.reason, d.raw, d.key or "",
+        letter_id(d), d.source_topic, d.partition, d.offset, d.reason, d.raw, d.key or "",
         d.query_id or "", d.tenant or "", _time(d.failed_at),
     ]
 
+
+def _text(value: str, max_bytes: int) -> str:
+    """Text any encoder takes (no lone surrogates), cut to `max_bytes`."""
+    return truncate_marked(value.encode("utf-8", "backslashreplace").decode("utf-8"), max_bytes)
+
+
+def _clamp(value: int, bits: int) -> int:
+    return max(-(2 ** (bits - 1)), min(value, 2 ** (bits - 1) - 1))
+
+
+_LATEST_MS = 4_102_444_800_000  # 2100-01-01: inside every DateTime type's range
+
+
+def fallback_letter(origin: Origin, reason: str) -> Row:
+    """The dead letter for a message that could not be stored; built from values that cannot be
+    refused. Its time is the message's Kafka timestamp, so a replay is the same row."""
+    ms = origin.timestamp_ms
+    failed_at = (datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None and 0 <= ms < _LATEST_MS
+                 else datetime.now(tz=UTC))
+    topic = _text(origin.topic, 1000)
+    values = [
+        f"{topic}:{origin.partition}:{origin.offset}", topic, _clamp(origin.partition, 32),
+        _clamp(origin.offset, 64), _text(reason, 4000), raw_text(origin.raw), raw_text(origin.key),
+        _text(origin.query_id, 1000), _text(origin.tenant, 1000), failed_at,
+    ]
+    return Row(values, _month(failed_at), origin)
+
+
+# -- the writer -----------------------------------------------------------------------------------
 
 class SinkWriter:
     def __init__(self, database: Database, topics: Topics) -> None:
         self.database = database
         self.topics = topics
         self.rows_written = 0
+        self.dead_lettered = 0
 
     def __call__(self, batch: list[Message]) -> None:
-        results, letters = [], []
+        results: list[Row] = []
+        letters: list[Row] = []
+        unstored: list[tuple[Origin, str]] = []
         for message in batch:
+            origin = Origin.of(message)
             try:
                 if message.topic() == self.topics.deadletter:
-                    letters.append(dead_letter_row(decode(message.value(), DeadLetter)))
+                    d = decode(message.value(), DeadLetter)
+                    origin = replace(origin, query_id=d.query_id or "", tenant=d.tenant or "")
+                    values = dead_letter_row(d)
+                    letters.append(Row(values, _month(values[FAILED_AT]), origin))
                 else:
-                    results.append(result_row(decode(message.value(), Result)))
+                    r = decode(message.value(), Result)
+                    origin = replace(origin, query_id=r.query_id, tenant=r.tenant)
+                    values = result_row(r)
+                    results.append(Row(values, _month(values[SUBMITTED_AT]), origin))
             except InvalidMessage as exc:
-                # only our code writes these topics, so this is a bug or a foreign producer:
-                # keep the bytes as a dead-letter row with the reason, never stall the stream
-                log.error("sink kept an undecodable message at %s:%d:%d as a dead letter: %s",
-                          message.topic(), message.partition(), message.offset(), exc.reason)
-                letters.append(dead_letter_row(DeadLetter(
-                    reason=f"sink: undecodable: {exc.reason}", raw=raw_text(message.value()),
-                    source_topic=message.topic(), partition=message.partition(),
-                    offset=message.offset(), failed_at=time.time())))
-        try:
-            if results:
-                self.database.insert("pointsman.results", results, RESULT_COLUMNS)
-            if letters:
-                self.database.insert("pointsman.dead_letters", letters, DEAD_LETTER_COLUMNS)
-        except ClickHouseError as exc:
-            raise RetryableError(f"ClickHouse insert failed: {exc}") from None
-        self.rows_written += len(results) + len(letters)
+                # only our code writes these topics, so this is a bug or a foreign producer
+                unstored.append((origin, f"sink: undecodable: {exc.reason}"))
+            except ROW_ERRORS as exc:
+                unstored.append((origin, f"sink: cannot make a row: {exc}"))
+        for table, rows, columns in ((RESULTS_TABLE, results, RESULT_COLUMNS),
+                                     (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS)):
+            for row, reason in self._store(table, rows, columns):
+                unstored.append((row.origin, f"sink: ClickHouse refused the row: {reason}"))
+        fallbacks = [fallback_letter(origin, reason) for origin, reason in unstored]
+        for origin, reason in unstored:
+            log.error("sink kept %s:%d:%d as a dead letter: %s",
+                      origin.topic, origin.partition, origin.offset, reason[:500])
+        for chunk in by_partition(fallbacks, lambda row: row.month, MAX_PARTITIONS_PER_INSERT):
+            try:
+                self._insert(LETTERS_TABLE, DEAD_LETTER_COLUMNS, chunk)
+            except RowsRefused as exc:  # cannot happen by construction; if it does, keep the batch
+                raise RetryableError(f"ClickHouse refused a sink dead letter: {exc.reason}") from None
+        self.rows_written += len(results) + len(letters) + len(fallbacks)
+        self.dead_lettered += len(fallbacks)
+
+    def _store(self, table: str, rows: list[Row], columns: list[str]) -> list[tuple[Row, str]]:
+        """Insert rows partition-chunk by chunk; return those refused, with the reason."""
+        refused: list[tuple[Row, str]] = []
+        for chunk in by_partition(rows, lambda row: row.month, MAX_PARTITIONS_PER_INSERT):
+            refused += insert_isolating(chunk, lambda part: self._insert(table, columns, part))
+        return refused
+
+    def _insert(self, table: str, columns: list[str], rows: list[Row]) -> None:
+        self.database.insert(table, [row.values for row in rows], columns)
 
 
 def run_sink(settings: SinkSettings, database: Database, stop: StopFlag) -> None:
+    changed = apply_retention(database, settings.answer_retention_days)
+    if changed:
+        log.info("retention of %s set to %d days (0: forever)", ", ".join(changed),
+                 settings.answer_retention_days)
     loop = LoopSettings(
         settings.bootstrap, settings.group, (settings.topics.results, settings.topics.deadletter),
         settings.batch_size, settings.batch_wait_s,

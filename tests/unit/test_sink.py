@@ -1,13 +1,29 @@
-"""SinkWriter's rows from real encoded messages; a fake database records the inserts."""
+"""The sink's pure logic: partition chunks, isolating refused rows, letter ids, safe fallback
+letters; and SinkWriter's rows from real encoded messages, with a fake database that records
+the inserts (the real engine is in tests/integration/test_sink_poison.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.sink import DEAD_LETTER_COLUMNS, RESULT_COLUMNS, SinkWriter
+import pytest
+
+from infra.clickhouse import RowsRefused
+from pipeline.sink import (
+    DEAD_LETTER_COLUMNS,
+    RESULT_COLUMNS,
+    Origin,
+    SinkWriter,
+    by_partition,
+    fallback_letter,
+    insert_isolating,
+    letter_id,
+)
 from topics.codec import encode
+from topics.errors import RetryableError
 from topics.names import Topics
-from topics.schemas import Result
+from topics.schemas import DeadLetter, Result
 
 TOPICS = Topics("s.")
 
@@ -28,6 +44,12 @@ class Message:
     def value(self) -> bytes:
         return self._value
 
+    def key(self) -> bytes | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1_700_000_000_000
+
 
 class Database:
     def __init__(self) -> None:
@@ -35,6 +57,23 @@ class Database:
 
     def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         self.rows.setdefault(table, []).extend(dict(zip(columns, r, strict=True)) for r in rows)
+
+
+class RefusingInsert:
+    """An insert callable that refuses any call holding a poison value, as ClickHouse does a
+    block: all or nothing."""
+
+    def __init__(self, poison: set[int]) -> None:
+        self.poison = poison
+        self.stored: list[int] = []
+        self.calls = 0
+
+    def __call__(self, rows: list[int]) -> None:
+        self.calls += 1
+        bad = self.poison & set(rows)
+        if bad:
+            raise RowsRefused(f"refused {min(bad)}")
+        self.stored.extend(rows)
 
 
 def test_an_undecodable_message_on_our_topics_becomes_a_dead_letter_row() -> None:
@@ -51,3 +90,73 @@ def test_an_undecodable_message_on_our_topics_becomes_a_dead_letter_row() -> Non
     assert set(letter) == set(DEAD_LETTER_COLUMNS)
     assert letter["letter_id"] == f"{TOPICS.results}:2:6" and letter["source_topic"] == TOPICS.results
     assert letter["reason"].startswith("sink: undecodable") and "not msgpack" in letter["raw"]
+
+
+def test_a_row_that_cannot_be_made_is_a_dead_letter_not_a_crash() -> None:
+    db = Database()
+    far = Result(query_id="far", tenant="acme", route="slm", submitted_at=1e20, completed_at=1e20)
+    ok = Result(query_id="ok", tenant="acme", route="slm", submitted_at=1.0, completed_at=2.0)
+    SinkWriter(db, TOPICS)([Message(TOPICS.results, encode(far), 1),  # type: ignore[list-item]
+                            Message(TOPICS.results, encode(ok), 2)])  # type: ignore[list-item]
+    assert [r["query_id"] for r in db.rows["pointsman.results"]] == ["ok"]
+    (letter,) = db.rows["pointsman.dead_letters"]
+    assert letter["query_id"] == "far" and letter["tenant"] == "acme"
+    assert letter["reason"].startswith("sink: cannot make a row: ") and '"far"' in letter["raw"]
+    assert letter["failed_at"] == datetime.fromtimestamp(1_700_000_000, tz=UTC)  # Kafka's time
+
+
+def test_partition_chunks_span_at_most_the_limit_and_keep_every_row() -> None:
+    rows = [(2016 + i // 12) * 100 + i % 12 + 1 for i in range(130)] * 3  # 130 months, 3 rows each
+    chunks = by_partition(rows, lambda month: month, 50)
+    assert [len(set(c)) for c in chunks] == [50, 50, 30]
+    assert sorted(row for chunk in chunks for row in chunk) == sorted(rows)
+    # a month's rows never straddle two inserts
+    assert sum(len(set(c)) for c in chunks) == 130
+    assert by_partition([], lambda month: month, 50) == []
+
+
+def test_bisection_stores_every_good_row_once_and_returns_each_poison_with_its_reason() -> None:
+    rows = list(range(1000))
+    insert = RefusingInsert({3, 500, 501, 999})
+    refused = insert_isolating(rows, insert)
+    assert refused == [(3, "refused 3"), (500, "refused 500"), (501, "refused 501"),
+                       (999, "refused 999")]
+    assert sorted(insert.stored) == [r for r in rows if r not in insert.poison]
+    assert len(insert.stored) == len(set(insert.stored))  # no good row inserted twice
+    assert insert.calls < 4 * 2 * 11  # about 2 log2(n) inserts per poison row, not n
+
+
+def test_bisection_lets_a_database_outage_through_to_retry_the_batch() -> None:
+    def down(rows: list[int]) -> None:
+        raise RetryableError("unreachable")
+
+    with pytest.raises(RetryableError):
+        insert_isolating([1, 2, 3], down)
+
+
+def test_letter_ids_keep_two_tenants_and_two_texts_apart_and_a_replay_together() -> None:
+    def failure(tenant: str, raw: str) -> DeadLetter:
+        return DeadLetter(reason="llm failed", raw=raw, source_topic="s.route.llm",
+                          query_id="q1", tenant=tenant, failed_at=1.0)
+
+    first = letter_id(failure("acme", '{"text":"a"}'))
+    assert first.startswith("s.route.llm:acme:q1:")
+    assert letter_id(failure("globex", '{"text":"a"}')) != first
+    assert letter_id(failure("acme", '{"text":"b"}')) != first
+    assert letter_id(failure("acme", '{"text":"a"}')) == first
+    positioned = DeadLetter(reason="x", raw="", source_topic="s.queries", partition=1, offset=7)
+    assert letter_id(positioned) == "s.queries:1:7"
+
+
+def test_a_fallback_letter_holds_only_values_that_cannot_be_refused() -> None:
+    origin = Origin("s.results", 2 ** 40, 2 ** 70, b"\xff\xfe raw", None, None,
+                    query_id="bad\ud800id", tenant="t" * 5000)
+    row = fallback_letter(origin, "why " * 5000)
+    values = dict(zip(DEAD_LETTER_COLUMNS, row.values, strict=True))
+    assert values["partition"] == 2 ** 31 - 1 and values["offset"] == 2 ** 63 - 1
+    for column in ("letter_id", "source_topic", "reason", "raw", "key", "query_id", "tenant"):
+        values[column].encode("utf-8")  # raises on a lone surrogate
+    assert values["query_id"] == "bad\\ud800id" and values["raw"] == "\\xff\\xfe raw"
+    assert len(values["tenant"]) <= 1000 and len(values["reason"].encode()) <= 4000
+    assert values["failed_at"].year >= 2024  # no Kafka time: now, inside every DateTime range
+    assert row.month == values["failed_at"].year * 100 + values["failed_at"].month

@@ -1,0 +1,260 @@
+"""The sink against the real embedded ClickHouse engine (no broker): rows that ClickHouse or its
+client refuses are isolated and dead-lettered while every good row lands; backfilled history
+keeps its answers; migrations upgrade an existing database in place; the data dir is private."""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.clickhouse import Database, apply_retention, connect, migrate, retention_days
+from pipeline.sink import RESULT_COLUMNS, SinkWriter, dead_letter_row, result_row
+from topics.codec import encode
+from topics.errors import RetryableError
+from topics.names import Topics
+from topics.schemas import DeadLetter, Result
+
+pytestmark = pytest.mark.integration
+
+TOPICS = Topics("p.")
+FINAL_IDS = "SELECT query_id FROM pointsman.results FINAL ORDER BY query_id"
+JAN_2016 = 1_451_606_400.0
+
+
+class Message:
+    """A consumed record as the sink sees it (topic, position, bytes, Kafka timestamp)."""
+
+    def __init__(self, topic: str, value: bytes, offset: int, partition: int = 0) -> None:
+        self._topic, self._value, self._offset, self._partition = topic, value, offset, partition
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1_700_000_000_000 + self._offset
+
+
+Opener = Callable[..., Database]
+
+
+@pytest.fixture()
+def opened() -> Iterator[Opener]:
+    """Opens (and migrates) embedded databases; closes them all after the test, pass or fail:
+    the engine takes one path per process, so the next test needs it freed."""
+    databases: list[Database] = []
+
+    def open_database(path: Path, upto: str | None = None) -> Database:
+        client = connect(f"chdb://{path}")
+        databases.append(Database(client))
+        migrate(client, upto=upto)
+        return databases[-1]
+
+    yield open_database
+    for database in databases:
+        database.client.close()
+
+
+@pytest.fixture()
+def db(opened: Opener, tmp_path: Path) -> Database:
+    return opened(tmp_path / "clickhouse")
+
+
+def result(qid: str, **fields: object) -> Result:
+    base: dict[str, object] = dict(query_id=qid, tenant="acme", route="slm", model="m",
+                                   answer=f"answer {qid}", fingerprint=f"fp-{qid}",
+                                   submitted_at=1.7e9, completed_at=1.7e9 + 1)
+    return Result(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def messages(results: list[Result], start: int = 0) -> list[Message]:
+    return [Message(TOPICS.results, encode(r), start + i) for i, r in enumerate(results)]
+
+
+def ids(db: Database, sql: str = FINAL_IDS) -> list[str]:
+    return [row[0] for row in db.query(sql)[1]]
+
+
+def letters(db: Database) -> dict[str, str]:
+    return dict(db.query("SELECT query_id, reason FROM pointsman.dead_letters FINAL")[1])
+
+
+def test_token_counts_beyond_uint32_are_dead_lettered_with_the_client_error(db: Database) -> None:
+    poison = [result("neg", prompt_tokens=-1), result("big", completion_tokens=2 ** 32 + 5)]
+    good = [result(f"g{i}") for i in range(20)]
+    SinkWriter(db, TOPICS)(messages(good[:7] + poison[:1] + good[7:15] + poison[1:] + good[15:]))
+    assert ids(db) == sorted(r.query_id for r in good)
+    reasons = letters(db)
+    assert set(reasons) == {"neg", "big"}
+    assert "ClickHouse refused the row" in reasons["neg"] and "prompt_tokens" in reasons["neg"]
+    assert "out of range" in reasons["neg"]
+    assert "completion_tokens" in reasons["big"] and "4294967295" in reasons["big"]
+    raw = db.query("SELECT raw FROM pointsman.dead_letters FINAL WHERE query_id = 'big'")[1][0][0]
+    assert '"completion_tokens":4294967301' in raw  # the message as it came, to fix and replay
+
+
+def test_a_submitted_at_of_1e20_is_a_dead_letter_and_the_rest_lands(db: Database) -> None:
+    batch = [result("a"), result("far", submitted_at=1e20), result("b")]
+    SinkWriter(db, TOPICS)(messages(batch))
+    assert ids(db) == ["a", "b"]
+    assert letters(db)["far"].startswith("sink: cannot make a row: ")
+
+
+def test_a_batch_spanning_130_monthly_partitions_lands_whole(db: Database) -> None:
+    month = 31 * 86_400
+    history = [result(f"h{i:03}", submitted_at=JAN_2016 + i * month,
+                      completed_at=JAN_2016 + i * month + 2) for i in range(130)]
+    SinkWriter(db, TOPICS)(messages(history))
+    assert ids(db) == [r.query_id for r in history]
+    assert db.query("SELECT uniqExact(partition) FROM system.parts WHERE database = 'pointsman' "
+                    "AND table = 'results' AND active")[1][0][0] == 130
+    assert letters(db) == {}
+
+
+def test_history_from_2016_keeps_its_answer_and_its_submission_time(db: Database) -> None:
+    SinkWriter(db, TOPICS)(messages([result("old", submitted_at=JAN_2016 + 3600.5,
+                                            completed_at=JAN_2016 + 3700)]))
+    db.command("OPTIMIZE TABLE pointsman.results FINAL")  # TTLs apply at merges too
+    answer, submitted = db.query(
+        "SELECT answer, toString(submitted_at) FROM pointsman.results FINAL")[1][0]
+    assert answer == "answer old" and submitted == "2016-01-01 01:00:00.500"
+
+
+def test_the_good_rows_of_a_heavily_poisoned_batch_all_land(db: Database) -> None:
+    batch, poison = [], set()
+    for i in range(600):
+        if i % 37 == 5:
+            batch.append(result(f"x{i:03}", prompt_tokens=-i))
+            poison.add(f"x{i:03}")
+        elif i % 53 == 7:
+            batch.append(result(f"x{i:03}", completed_at=-1e19))
+            poison.add(f"x{i:03}")
+        else:
+            batch.append(result(f"x{i:03}"))
+    writer = SinkWriter(db, TOPICS)
+    sent = [*messages(batch), Message(TOPICS.results, b"\x00junk", 600)]
+    writer(sent)
+    writer(sent)  # a replay (a crash before the commit): nothing doubles
+    good = sorted(r.query_id for r in batch if r.query_id not in poison)
+    assert ids(db) == good
+    assert db.query("SELECT count() FROM pointsman.results FINAL")[1][0][0] == len(good)
+    assert set(letters(db)) == poison | {""}
+    assert db.query("SELECT count() FROM pointsman.dead_letters FINAL")[1][0][0] == len(poison) + 1
+
+
+def test_a_dead_letter_clickhouse_refuses_is_kept_as_a_safe_one(db: Database) -> None:
+    bad = DeadLetter(reason="llm failed", raw='{"text":"q"}', source_topic="p.route.llm",
+                     partition=2 ** 40, query_id="q9", tenant="acme", failed_at=1.0)
+    far = DeadLetter(reason="llm failed", raw="x", source_topic="p.route.llm", query_id="q8",
+                     tenant="acme", failed_at=1e20)
+    good = DeadLetter(reason="llm failed", raw="y", source_topic="p.route.llm", query_id="q7",
+                      tenant="acme", failed_at=1.0)
+    SinkWriter(db, TOPICS)([Message(TOPICS.deadletter, encode(d), i) for i, d in
+                            enumerate([bad, far, good])])
+    rows = dict(db.query("SELECT query_id, letter_id FROM pointsman.dead_letters FINAL")[1])
+    assert rows["q7"].startswith("p.route.llm:acme:q7:")
+    assert rows["q9"] == f"{TOPICS.deadletter}:0:0" and rows["q8"] == f"{TOPICS.deadletter}:0:1"
+    assert "partition" in letters(db)["q9"]
+
+
+def test_an_unreachable_database_retries_the_batch_and_dead_letters_nothing(db: Database) -> None:
+    database = db
+    writer = SinkWriter(database, TOPICS)
+    writer(messages([result("neg", prompt_tokens=-1), result("ok")]))
+    assert ids(database) == ["ok"] and set(letters(database)) == {"neg"}
+    database.client.close()  # gone: the probe fails too, so this is no poison row
+    with pytest.raises(RetryableError):
+        writer(messages([result("neg2", prompt_tokens=-1), result("ok2")], start=10))
+    assert writer.dead_lettered == 1
+
+
+def test_two_tenants_failing_under_one_id_keep_two_letters(db: Database) -> None:
+    def failure(tenant: str) -> DeadLetter:
+        return DeadLetter(reason="llm failed", raw='{"text":"same"}', source_topic="p.route.llm",
+                          query_id="q1", tenant=tenant, failed_at=1.7e9)
+
+    sent = [Message(TOPICS.deadletter, encode(failure(t)), i) for i, t in
+            enumerate(["acme", "globex", "acme"])]
+    SinkWriter(db, TOPICS)(sent)
+    assert sorted(r[0] for r in db.query(
+        "SELECT tenant FROM pointsman.dead_letters FINAL")[1]) == ["acme", "globex"]
+
+
+def test_one_id_with_two_texts_keeps_both_answers_and_a_replay_still_collapses(db: Database) -> None:
+    now = time.time()
+    first = result("q1", fingerprint="fp-one", answer="one", submitted_at=now, completed_at=now)
+    second = result("q1", fingerprint="fp-two", answer="two", submitted_at=now, completed_at=now)
+    writer = SinkWriter(db, TOPICS)
+    writer(messages([first, second]))
+    writer(messages([first, second]))
+    db.command("OPTIMIZE TABLE pointsman.results FINAL")
+    assert sorted(r[0] for r in db.query("SELECT answer FROM pointsman.results")[1]) == ["one", "two"]
+
+
+def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, tmp_path: Path) -> None:
+    database = opened(tmp_path / "clickhouse", upto="001_init.sql")
+    now = time.time()  # recent rows: 001's TTL has not erased their bodies yet
+    old = [result(f"r{i}", submitted_at=now - i * 2 * 86_400, completed_at=now) for i in range(30)]
+    database.insert("pointsman.results", [result_row(r) for r in old], RESULT_COLUMNS)
+    letter = DeadLetter(reason="why", raw="body", source_topic="p.q", partition=0, offset=3,
+                        failed_at=now)
+    database.insert("pointsman.dead_letters", [dead_letter_row(letter)],
+                    ["letter_id", "source_topic", "partition", "offset", "reason", "raw", "key",
+                     "query_id", "tenant", "failed_at"])
+    before = database.query("SELECT query_id, answer, submitted_at, inserted_at "
+                            "FROM pointsman.results ORDER BY query_id")[1]
+    assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
+                                        "003_results_key_with_fingerprint.sql"]
+    assert migrate(database.client) == []  # a second run is a no-op
+    after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
+                           "FROM pointsman.results ORDER BY query_id")[1]
+    assert after == before and all(row[1] for row in after)
+    assert database.query("SELECT raw FROM pointsman.dead_letters")[1] == [("body",)]
+    key = database.query("SELECT sorting_key FROM system.tables "
+                         "WHERE database = 'pointsman' AND name = 'results'")[1][0][0]
+    assert key == "tenant, toDate(submitted_at), query_id, fingerprint"
+    assert retention_days(database, "results", "answer") == 90
+    assert retention_days(database, "dead_letters", "raw") == 90
+    tables = {r[0] for r in database.query("SHOW TABLES FROM pointsman")[1]}
+    assert "results_rebuild" not in tables and "results_per_minute_mv" in tables
+    # the per-minute view still fills from the swapped-in table
+    SinkWriter(database, TOPICS)(messages([result("new", submitted_at=1.8e9)]))
+    assert database.query("SELECT countMerge(queries) FROM pointsman.results_per_minute "
+                          "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1,)]
+
+
+def test_retention_is_a_setting_applied_only_when_it_differs(db: Database) -> None:
+    assert apply_retention(db, 90) == []
+    assert apply_retention(db, 30) == ["results.answer", "dead_letters.raw"]
+    assert retention_days(db, "results", "answer") == 30
+    assert apply_retention(db, 30) == []
+    assert apply_retention(db, 0) == ["results.answer", "dead_letters.raw"]
+    assert retention_days(db, "dead_letters", "raw") is None  # kept forever
+    ddl = db.query("SHOW CREATE TABLE pointsman.results")[1][0][0]
+    assert "`answer` String CODEC(ZSTD(3))" in ddl  # the codec survives the change
+
+
+def test_the_embedded_data_dir_is_private(opened: Opener, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    opened(fresh).client.close()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    opened(existing)
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o700
