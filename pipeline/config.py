@@ -31,6 +31,8 @@ ENV_DOC = {
     "POINTSMAN_DATA_DIR": "broker data, embedded ClickHouse, models (default ~/.local/share/pointsman)",
     "POINTSMAN_CLICKHOUSE_DSN": "chdb:///dir (embedded, default <data dir>/clickhouse) or "
     "http(s)://user:pass@host:8123",
+    "POINTSMAN_ANSWER_RETENTION_DAYS": "days answers and dead-letter bodies are kept after the row is "
+    "written (0 = forever; applied when the sink starts; default 90)",
     "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
     "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
     "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
@@ -69,6 +71,7 @@ class Config:
     partitions: int = 6
     data_dir: Path = Path(".pointsman")
     dsn: str = ""
+    answer_retention_days: int = 90
     slm_model: Path = Path()
     slm_threads: int = 2
     slm_escalate_below: float = 0.4
@@ -103,6 +106,7 @@ class Config:
             partitions=int(env.get("POINTSMAN_PARTITIONS", "6")),
             data_dir=data_dir,
             dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
+            answer_retention_days=int(env.get("POINTSMAN_ANSWER_RETENTION_DAYS", "90")),
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
             slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
             slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.4")),
@@ -183,4 +187,5 @@ class Config:
                                  group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s)
 
     def sink(self) -> SinkSettings:
-        return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"))
+        return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"),
+                            answer_retention_days=self.answer_retention_days)
