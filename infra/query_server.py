@@ -61,8 +61,15 @@ class ReadOnlyReader:
             try:
                 result = self.client.query(sql)
             except ClickHouseError as exc:
-                raise PermanentError(str(exc).strip()) from None
+                message = str(exc).strip()
+                if "(READONLY)" in message:  # the session's readonly=1 stopped what the guard let by
+                    raise QueryRefused(f"refused: {message}") from None
+                raise PermanentError(message) from None
             return list(result.column_names), result.result_rows
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
 
     def _run(self, sql: str, parameters: dict[str, str]) -> list[Any]:
         with self._lock:
@@ -124,6 +131,7 @@ class QueryServer:
         self.file.unlink(missing_ok=True)
         self._http.shutdown()
         self._http.server_close()
+        self.reader.close()
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def check_json_ast(tree: dict[str, Any], policy: Policy) -> None:
     root = _explained(tree)
     kind = str(root.get("type", ""))
     if kind not in _READ_ROOTS_JSON and not (kind.startswith("Show") and kind.endswith("Query")):
+        if kind == "DropQuery":  # DROP, DETACH and TRUNCATE share a node
+            kind = str(root.get("kind", kind))
         raise _refuse(f"{_statement_name(kind)} statements are not allowed")
     for key, node in _walk(tree, ""):
         if node.get("out_file") is not None or node.get("is_into_outfile_with_stdout"):
@@ -183,6 +185,7 @@ _NO_JSON_FORM = "not supported by parseQueryToJSON"  # parsed as one statement, 
 @dataclass
 class SqlGuard:
     run: Run
+    prefer_json: bool = True  # False: always the EXPLAIN AST path (what servers before 26.8 get)
     _policy: Policy | None = None
     _has_json: bool = False
 
@@ -194,7 +197,8 @@ class SqlGuard:
             except PermanentError:  # servers from before system.functions had `categories`
                 rows = self.run("SELECT name, '', alias_to FROM system.functions", {})
             functions = [(str(name), str(category), str(alias)) for name, category, alias in rows]
-            self._has_json = any(name == "parseQueryToJSON" for name, _, _ in functions)
+            self._has_json = self.prefer_json and any(
+                name == "parseQueryToJSON" for name, _, _ in functions)
             self._policy = Policy.from_catalogue(tables, functions)
         return self._policy
 
@@ -216,7 +220,10 @@ class SqlGuard:
                 self.run("SELECT formatQuery({q:String})", {"q": sql})
             except PermanentError as exc:
                 raise _parse_failure(exc) from None
-        rows = self.run(f"EXPLAIN AST {sql}", {})
+        try:
+            rows = self.run(f"EXPLAIN AST {sql}", {})
+        except PermanentError as exc:  # e.g. SYSTEM takes no FORMAT; SETTINGS in a readonly session
+            raise _refuse(f"this statement cannot be checked ({_first_line(exc)})") from None
         check_text_ast("\n".join(str(row[0]) for row in rows).split("\n"), policy)
 
 
@@ -225,3 +232,7 @@ def _parse_failure(exc: PermanentError) -> PermanentError:
     if "Multi-statements are not allowed" in text:
         return _refuse("one statement per request")
     return PermanentError(text)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().split("\n", 1)[0][:300]
