@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import clickhouse_connect
 import httpx
 import msgspec
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from infra.clickhouse import Database, connect, embedded_dir, is_embedded
@@ -44,7 +46,7 @@ class ReadOnlyReader:
     with every request), and every statement checked by the guard before it runs."""
 
     def __init__(self, dsn: str, lock: threading.Lock | None = None) -> None:
-        self.client = connect(dsn)
+        self.client = _connect_readonly_capable(dsn)
         self._lock = lock or threading.Lock()  # one engine call at a time on this client
         try:
             self.client.set_client_setting("readonly", "1")
@@ -77,6 +79,15 @@ class ReadOnlyReader:
                 return self.client.query(sql, parameters=parameters or None).result_rows
             except ClickHouseError as exc:
                 raise PermanentError(str(exc).strip()) from None
+
+
+def _connect_readonly_capable(dsn: str) -> Client:
+    if is_embedded(dsn):
+        return connect(dsn)  # its own chdb handle: a SET there stays on this session
+    try:  # no HTTP session: readonly=1 rides in each request's parameters beside the client's own
+        return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+    except ClickHouseError as exc:
+        raise InfraError(f"cannot open ClickHouse: {str(exc).splitlines()[0]}") from None
 
 
 class QueryServer:

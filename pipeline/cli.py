@@ -148,7 +148,7 @@ def _print_rows(columns: list[str], rows: list, fmt: str) -> None:
 
         table = Table()
         for column in columns:
-            table.add_column(_plain(column))
+            table.add_column(_plain(column), overflow="fold")  # wrap long values, never cut them
         for row in rows:
             table.add_row(*(_plain(v) for v in row))
         Console().print(table)
