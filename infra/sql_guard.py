@@ -44,12 +44,12 @@ DENIED_FUNCTIONS = frozenset({
     "hascolumnintable",  # takes a host name and connects to it
     "generateserialid",  # writes to Keeper
     "naivebayesclassifier", "naivebayesclassifierwithprob", "naivebayesclassifierwithallprobs",
-    "catboostevaluate", "evalmlmethod", "modelevaluate",
+    "catboostevaluate", "modelevaluate",  # load models from server files
 })
 _DENIED_PREFIXES = ("dict", "ai", "region")  # dictGet*, aiGenerate/AI* (LLM calls), regionTo*
-# system.functions categories whose members all reach outside (or inspect the binary)
-DENIED_CATEGORIES = frozenset({"AI", "Dictionary", "Embedded Dictionary", "Machine Learning",
-                               "Introspection"})
+# system.functions categories whose members reach outside (LLM APIs, dictionary sources) or
+# read the server's binary and write its log (Introspection)
+DENIED_CATEGORIES = frozenset({"AI", "Dictionary", "Embedded Dictionary", "Introspection"})
 
 _READ_ROOTS_JSON = frozenset({"SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery"})
 _TEXT_ROOT_PREFIXES = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "SelectQuery",
@@ -105,10 +105,13 @@ def check_json_ast(tree: dict[str, Any], policy: Policy) -> None:
         if kind == "DropQuery":  # DROP, DETACH and TRUNCATE share a node
             kind = str(root.get("kind", kind))
         raise _refuse(f"{_statement_name(kind)} statements are not allowed")
+    explain_options: set[int] = set()  # EXPLAIN indexes = 1 …: options of EXPLAIN, not settings
     for key, node in _walk(tree, ""):
+        if node.get("type") == "ExplainQuery" and isinstance(node.get("settings"), dict):
+            explain_options.add(id(node["settings"]))
         if node.get("out_file") is not None or node.get("is_into_outfile_with_stdout"):
             raise _refuse("INTO OUTFILE is not allowed")
-        if node.get("type") == "SetQuery":
+        if node.get("type") == "SetQuery" and id(node) not in explain_options:
             raise _refuse("SETTINGS clauses are not allowed")
         if node.get("type") == "Function":
             name = str(node.get("name", ""))
@@ -116,6 +119,11 @@ def check_json_ast(tree: dict[str, Any], policy: Policy) -> None:
                       else policy.function_refusal(name))
             if reason:
                 raise _refuse(reason)
+        for field, value in node.items():  # a function named, not called: SELECT * APPLY(file)
+            if "func" in field.lower() and isinstance(value, str):
+                reason = policy.function_refusal(value)
+                if reason:
+                    raise _refuse(reason)
 
 
 def _explained(tree: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +159,9 @@ def check_text_ast(lines: Sequence[str], policy: Policy) -> None:
         raise _refuse("the statement could not be checked")
     nodes = [(len(line) - len(line.lstrip(" ")), line.strip()) for line in lines]
     root = nodes[0][1].split(" ", 1)[0]
-    if root == "Explain":  # the explained statement is the next line
+    if root == "Explain":  # the explained statement is the next line, after EXPLAIN's options
+        if len(nodes) > 1 and nodes[1] == (1, "Set"):
+            del nodes[1]
         if len(nodes) < 2 or nodes[1][0] != 1:
             raise _refuse("the statement could not be checked")
         root = nodes[1][1].split(" ", 1)[0]
@@ -164,6 +174,8 @@ def check_text_ast(lines: Sequence[str], policy: Policy) -> None:
             raise _refuse("SETTINGS clauses are not allowed")
         if word == "Literal" and depth == 1:  # only INTO OUTFILE hangs a literal off the root
             raise _refuse("INTO OUTFILE is not allowed")
+        if word == "ColumnsApplyTransformer":  # APPLY(f): the text tree does not print f
+            raise _refuse("APPLY(...) cannot be checked on this server")
         if word == "Function":
             name = rest.split(" ", 1)[0]
             reason = (policy.table_function_refusal(name) if after_table_expression
