@@ -114,6 +114,8 @@ class QueryServer:
                     self._reply(403, {"error": str(exc), "refused": True})
                 except PermanentError as exc:
                     self._reply(400, {"error": str(exc)})
+                except Exception as exc:  # the caller gets a reason, not a dropped connection
+                    self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
 
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 payload = _encoder.encode(body)

@@ -121,6 +121,8 @@ def refusals(recorder: Recorder, tmp: Path) -> list[tuple[str, str]]:
         (f"INSERT INTO FUNCTION url('{recorder.url}/post', 'CSV', 'a UInt8') SELECT 1",
          "INSERT statements"),
         (f"SELECT * FROM remote('{recorder.host}', system.one)", "table function remote"),
+        (f"DESCRIBE TABLE url('{recorder.url}/describe', 'LineAsString')",  # infers a schema by GET
+         "table function url is not allowed"),
         ("SELECT count() FROM pointsman.results SETTINGS readonly = 0", "SETTINGS clauses"),
         ("SELECT 1; DROP TABLE pointsman.results", "one statement per request"),
     ]
