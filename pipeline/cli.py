@@ -6,11 +6,16 @@ import argparse
 import csv
 import logging
 import sys
+import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import ENV_DOC, Config
 from topics.errors import PointsmanError
 from topics.redact import install_redaction, redact, register_secret
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,10 +149,33 @@ def _print_rows(columns: list[str], rows: list, fmt: str) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(*columns)
+        table = Table()
+        for column in columns:
+            table.add_column(_plain(column), overflow="fold")  # wrap long values, never cut them
         for row in rows:
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(_plain(v) for v in row))
         Console().print(table)
+
+
+def _plain(value: object) -> Text:
+    """A cell as inert text: stored data is never read as rich markup, and control or
+    formatting characters (escape sequences, bidi overrides) show as escapes instead of
+    reaching the terminal. csv and json stay byte-faithful: they are data for other programs
+    (json escapes control characters itself)."""
+    from rich.text import Text
+
+    return Text("".join(_visible(c) for c in str(value)))
+
+
+def _hidden(char: str) -> bool:
+    return char != "\n" and unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _visible(char: str) -> str:
+    if not _hidden(char):
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 if __name__ == "__main__":
