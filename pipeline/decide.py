@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
@@ -31,7 +30,6 @@ from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, Timin
 
 CACHEABLE_ROUTES = frozenset({"slm", "llm", "escalated"})
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,11 @@ class RouterCore:
         vectors: np.ndarray | None = None
         with self._caches:
             for i, message in enumerate(batch):
-                first = self._guarded(message, lambda m=message, i=i: self._first_pass(i, m, picked_at))
+                first: Outgoing | _Miss
+                try:
+                    first = self._first_pass(i, message, picked_at)
+                except Exception as exc:
+                    first = self._failed(message, exc)
                 outs.append(first if isinstance(first, Outgoing) else None)
                 if isinstance(first, _Miss):
                     misses.append(first)
@@ -99,22 +101,21 @@ class RouterCore:
                     vectors, looks = None, [None] * len(misses)
         for j, miss in enumerate(misses):
             vector = None if vectors is None else vectors[j]
-            outs[miss.index] = self._guarded(
-                batch[miss.index], lambda m=miss, k=looks[j], v=vector: self._second_pass(m, k, v))
+            try:
+                outs[miss.index] = self._second_pass(miss, looks[j], vector)
+            except Exception as exc:
+                outs[miss.index] = self._failed(batch[miss.index], exc)
         return [out for out in outs if out is not None]
 
-    def _guarded(self, message: Incoming, step: Callable[[], T]) -> T | Outgoing:
-        """Run one message's step; any failure is that message's dead letter, never the batch's."""
+    def _failed(self, message: Incoming, exc: Exception) -> Outgoing:
+        """One message's failure is its own dead letter, never its batch's."""
         origin = f"{message.topic}:{message.partition}:{message.offset}"
-        try:
-            return step()
-        except InvalidMessage as exc:
+        if isinstance(exc, InvalidMessage):
             return self._dead_letter(message, exc.reason, origin)
-        except RecursionError:
+        if isinstance(exc, RecursionError):
             return self._dead_letter(message, "nested too deeply to process", origin)
-        except Exception as exc:
-            log.exception("routing failed for %s; dead-lettered", origin)
-            return self._dead_letter(message, f"internal error: {type(exc).__name__}: {exc}", origin)
+        log.error("routing failed for %s; dead-lettered", origin, exc_info=exc)
+        return self._dead_letter(message, f"internal error: {type(exc).__name__}: {exc}", origin)
 
     def route_one(self, message: Incoming, picked_at: float) -> Outgoing:
         return self.route_batch([message], picked_at)[0]

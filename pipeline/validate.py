@@ -146,18 +146,21 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-_unique_decoder = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+# the C scanner itself: JSONDecoder.decode's Python wrapper costs as much again per message
+_scan_unique = json.JSONDecoder(object_pairs_hook=_unique_pairs).scan_once
 
 
 def _check_unique_keys(raw: bytes) -> None:
     """msgspec keeps the last of two equal keys; a second "tenant" must not change the tenant.
-    The stdlib parser reports each object's pairs in order, so a repeat is seen at any depth."""
+    The stdlib scanner hands over each object's pairs in order, so a repeat is seen at any depth
+    (and keys are compared after unescaping: "ten\\u0061nt" is "tenant")."""
+    text = raw.decode("utf-8")  # msgspec has accepted it: valid UTF-8, one JSON object
     try:
-        _unique_decoder.decode(raw.decode("utf-8"))
+        _scan_unique(text, 0 if text[:1] == "{" else len(text) - len(text.lstrip()))
     except _DuplicateKey as dup:
         raise InvalidMessage(f"duplicate key {dup.key[:80]!r}") from None
-    except (ValueError, RecursionError) as exc:  # msgspec accepted it; report rather than crash
-        raise InvalidMessage(f"not JSON: {exc}") from None
+    except (ValueError, StopIteration, RecursionError) as exc:  # report rather than crash
+        raise InvalidMessage(f"not JSON: {exc!r}") from None
 
 
 def _check_content(query: Query, limits: Limits) -> int:
