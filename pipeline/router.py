@@ -32,6 +32,7 @@ from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
 from pipeline.policy import PolicyOptions, make_policy
 from pipeline.semantic.cache import SemanticCache
+from pipeline.validate import DEFAULT_LIMITS, Limits
 from topics.names import Topics
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class RouterSettings:
     # backfill yields to live traffic: it waits while the live lane had a full batch recently
     backfill_yield_s: float = 0.5
     stop_grace_s: float = 10.0  # after SIGTERM, exit without the final commit if still stopping
+    # how soon the group gives a dead router's partitions to its restart (Faust's default: 60 s)
+    session_timeout_s: float = 15.0
+    max_query_bytes: int = DEFAULT_LIMITS.max_query_bytes  # larger raw queries are dead letters
 
 
 def faust_datadir(app_id: str) -> str:
@@ -79,11 +83,13 @@ def build_app(settings: RouterSettings) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=settings.batch_size * 4,
         topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
     )
     core = RouterCore(
         settings.topics,
         make_policy(settings.policy, settings.policy_options),
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
+        limits=Limits(max_query_bytes=settings.max_query_bytes),
         semantic=build_semantic_cache(settings) if settings.semantic else None,
     )
     producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)

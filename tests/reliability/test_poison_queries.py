@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import time
 
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from infra.kafka_io import MessageTooLarge, Outgoing, PipelinedProducer
 from tests.harness import Pipeline
@@ -123,3 +126,42 @@ def test_pipelined_producer_frees_its_slot_when_produce_raises(broker: str) -> N
             producer.flush(10)
 
     asyncio.run(scenario())
+
+
+def _set_max_message_bytes(broker: str, topics: list[str], value: int) -> None:
+    admin = AdminClient({"bootstrap.servers": broker})
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", str(value),
+                    incremental_operation=AlterConfigOpType.SET)]) for topic in topics]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(30)
+
+
+def test_router_exits_without_committing_when_the_broker_refuses_its_output(
+        pipeline: Pipeline, broker: str) -> None:
+    """An output the broker refuses (here: a topic limit far below ours) is a router that cannot
+    make progress: it exits non-zero at once, and after the restart the same events are replayed
+    and answered: nothing was committed past them."""
+    routes = [pipeline.topics.route_slm, pipeline.topics.route_llm]
+    _set_max_message_bytes(broker, routes, 2000)
+    pipeline.start("router")
+    # random hex barely compresses, so the batch stays over the topic's 2000 bytes
+    lines = [valid("refused", 0, metadata={"blob": os.urandom(10_000).hex()}),
+             *(valid("beside", i) for i in range(3))]
+    send(pipeline, broker, lines)
+    router = pipeline.procs["router"]
+    try:
+        code = router.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("router kept running (or hung stopping) after its output was refused")
+    assert code != 0
+    pipeline.procs.pop("router")
+    log = (pipeline.logs / "router.log").read_text(errors="replace")
+    assert "not delivered" in log and "MSG_SIZE_TOO_LARGE" in log
+
+    _set_max_message_bytes(broker, routes, 1_048_588)
+    pipeline.start("sink", "router", "slm", "llm")
+    ids = {"refused0", "beside0", "beside1", "beside2"}
+    assert pipeline.wait_until(RESULTS, len(ids), timeout=120) == len(ids)
+    record = outcome(pipeline, "broker refuses router output (exit, replay)", len(lines), ids, 0)
+    assert_invariant(record)
