@@ -12,17 +12,21 @@ import subprocess
 import time
 
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from infra.kafka_io import MessageTooLarge, Outgoing, PipelinedProducer
+from pipeline.produce import FileSent, produce_file
 from tests.harness import Pipeline
 from tests.integration.test_pipeline import LETTERS, RESULTS, send
 from tests.reliability.conftest import outcome
 from tests.reliability.test_faults import assert_invariant
 from topics.admin import ensure_topics
+from topics.codec import decode
 from topics.errors import PermanentError
 from topics.limits import MAX_MESSAGE_BYTES
-from topics.names import TopicSpec
+from topics.names import Topics, TopicSpec
+from topics.schemas import DeadLetter
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +169,37 @@ def test_router_exits_without_committing_when_the_broker_refuses_its_output(
     assert pipeline.wait_until(RESULTS, len(ids), timeout=120) == len(ids)
     record = outcome(pipeline, "broker refuses router output (exit, replay)", len(lines), ids, 0)
     assert_invariant(record)
+
+
+def _drain(broker: str, topic: str, expected: int, timeout: float = 30) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"drain-{time.time_ns()}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+    finally:
+        consumer.close()
+    return values
+
+
+def test_produce_file_keeps_an_oversized_line_as_a_dead_letter(broker: str, tmp_path) -> None:
+    topics = Topics(f"pf{time.time_ns()}.")
+    ensure_topics(broker, topics.specs(partitions=1))
+    huge = b'{"id": "huge", "text": "' + b"\x01" * 1_200_000 + b'"}'
+    path = tmp_path / "queries.jsonl"
+    path.write_bytes(b"\n".join([valid("line", 1), huge, valid("line", 3)]) + b"\n")
+    assert produce_file(broker, topics.queries, path) == FileSent(sent=2, dead_lettered=1)
+    sent = _drain(broker, topics.queries, 2)
+    assert [json.loads(v)["id"] for v in sent] == ["line1", "line3"]
+    [value] = _drain(broker, topics.deadletter, 1)
+    assert len(value) <= MAX_MESSAGE_BYTES
+    letter = decode(value, DeadLetter)
+    assert letter.reason == (f"queries.jsonl line 2: {len(huge)} bytes, over the "
+                             f"{MAX_MESSAGE_BYTES} byte message limit; not sent as a query")
+    assert letter.raw.startswith('{"id": "huge"') and "[truncated: " in letter.raw
+    assert (letter.source_topic, letter.partition, letter.offset) == (topics.queries, -1, 2)
