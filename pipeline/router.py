@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import faust
 
@@ -176,7 +177,7 @@ async def _ack_when_delivered(
         await stream.ack(event)
 
 
-def _halt(message: str, code: int = 70) -> None:
+def _halt(message: str, code: int = 70) -> NoReturn:
     """Exit now, without Faust's shutdown: it would commit acked offsets past unanswered events
     (or wait forever for their acks). Outputs are idempotent, so the replay is safe."""
     log.critical(message, exc_info=True)

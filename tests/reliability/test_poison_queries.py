@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from infra.kafka_io import MessageTooLarge, Outgoing, PipelinedProducer
+from infra.kafka_io import MessageTooLarge, Outgoing, OutputProducer, PipelinedProducer
 from pipeline.produce import FileSent, produce_file
 from tests.harness import Pipeline
 from tests.integration.test_pipeline import LETTERS, RESULTS, send
@@ -130,6 +130,14 @@ def test_pipelined_producer_frees_its_slot_when_produce_raises(broker: str) -> N
             producer.flush(10)
 
     asyncio.run(scenario())
+    # the blocking producer: a clear error naming the topic, then it carries on
+    topic = f"poison-block-{time.time_ns()}"
+    ensure_topics(broker, [TopicSpec(topic, 1, {})])
+    blocking = OutputProducer(broker)
+    with pytest.raises(MessageTooLarge, match=f"refusing a 900001 byte value for {topic}"):
+        blocking.send([Outgoing(topic, None, b"x" * 900_001)])
+    blocking.send([Outgoing(topic, None, b"ok")])
+    blocking.deliver(30)
 
 
 def _set_max_message_bytes(broker: str, topics: list[str], value: int) -> None:
