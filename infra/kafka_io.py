@@ -36,6 +36,16 @@ def checked(out: Outgoing) -> Outgoing:
     return out
 
 
+# delivery errors that a resend cannot fix: the broker will refuse the same bytes again
+_PERMANENT_DELIVERY = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+                                 KafkaError.INVALID_RECORD})
+
+
+def delivery_error(error: KafkaError, what: str) -> RetryableError | PermanentError:
+    kind = PermanentError if error.code() in _PERMANENT_DELIVERY else RetryableError
+    return kind(f"{what}: {error}")
+
+
 def _produce_error(out: Outgoing, exc: KafkaException) -> PermanentError:
     return PermanentError(f"could not produce to {out.topic} ({len(out.value)} bytes): {exc}")
 
@@ -99,7 +109,8 @@ class OutputProducer:
         if remaining:
             raise RetryableError(f"{remaining} messages not delivered in time")
         if errors:
-            raise RetryableError(f"{len(errors)} messages failed delivery: {errors[0]}")
+            permanent = [e for e in errors if e.code() in _PERMANENT_DELIVERY]
+            raise delivery_error((permanent or errors)[0], f"{len(errors)} messages failed delivery")
 
 
 class PipelinedProducer:
@@ -127,7 +138,7 @@ class PipelinedProducer:
             if done.done():
                 return
             if error is not None:
-                done.set_exception(RetryableError(f"delivery failed: {error}"))
+                done.set_exception(delivery_error(error, "delivery failed"))
             elif remaining == 0:
                 done.set_result(None)
 

@@ -122,6 +122,8 @@ def build_app(settings: RouterSettings) -> faust.App:
                     while time.monotonic() < live_busy_until:
                         await asyncio.sleep(0.05)
         except Exception:
+            if app.should_stop:
+                raise  # the consumer going away during a shutdown is not a failure
             # a bug, since bad messages are dead letters: never let Faust go on past the batch
             _halt("router agent failed; exiting so the restart replays from the last commit")
 
