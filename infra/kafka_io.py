@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from topics.errors import RetryableError
+from topics.errors import PermanentError, RetryableError
+from topics.limits import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,35 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
+
+
+class MessageTooLarge(PermanentError):
+    """A value over MAX_MESSAGE_BYTES: the broker would refuse it, so it is never handed over."""
+
+
+def checked(out: Outgoing) -> Outgoing:
+    """The last guard before librdkafka: callers shrink outputs (topics.limits); a value that
+    still does not fit is a bug, reported here with the topic and size instead of a bare
+    MSG_SIZE_TOO_LARGE."""
+    if len(out.value) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"refusing a {len(out.value)} byte value for {out.topic}: "
+            f"limit {MAX_MESSAGE_BYTES} (shrink it with topics.limits first)")
+    return out
+
+
+# delivery errors that a resend cannot fix: the broker will refuse the same bytes again
+_PERMANENT_DELIVERY = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+                                 KafkaError.INVALID_RECORD})
+
+
+def delivery_error(error: KafkaError, what: str) -> RetryableError | PermanentError:
+    kind = PermanentError if error.code() in _PERMANENT_DELIVERY else RetryableError
+    return kind(f"{what}: {error}")
+
+
+def _produce_error(out: Outgoing, exc: KafkaException) -> PermanentError:
+    return PermanentError(f"could not produce to {out.topic} ({len(out.value)} bytes): {exc}")
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
@@ -58,14 +88,19 @@ class OutputProducer:
             self._errors.append(error)
 
     def send(self, batch: list[Outgoing]) -> None:
+        """Hand the batch to librdkafka; raises MessageTooLarge / PermanentError for a message it
+        cannot take (what came before it in the batch is still sent: `deliver` waits for it)."""
         produce = self._producer.produce
         for out in batch:
+            checked(out)
             while True:
                 try:
                     produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
                     break
                 except BufferError:  # local queue full: serve callbacks, then try again
                     self._producer.poll(0.05)
+                except KafkaException as exc:
+                    raise _produce_error(out, exc) from None
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Block until everything sent so far is acknowledged; raise if anything failed."""
@@ -74,14 +109,18 @@ class OutputProducer:
         if remaining:
             raise RetryableError(f"{remaining} messages not delivered in time")
         if errors:
-            raise RetryableError(f"{len(errors)} messages failed delivery: {errors[0]}")
+            permanent = [e for e in errors if e.code() in _PERMANENT_DELIVERY]
+            raise delivery_error((permanent or errors)[0], f"{len(errors)} messages failed delivery")
 
 
 class PipelinedProducer:
     """Produce batches without waiting for the broker: `send` returns a future that resolves when
     every message of the batch is acknowledged, so a caller can ack its input then while it
     already works on the next batch. At most `max_in_flight` batches are outstanding: beyond that
-    `send` waits, which is the back-pressure on the consumer. Call `poll_forever` as a task."""
+    `send` waits, which is the back-pressure on the consumer. Call `poll_forever` as a task.
+
+    A batch that cannot be handed over (a message too large, any produce() error) does not raise:
+    its future fails at once and its slot is free again, so a bad batch never leaks a slot."""
 
     def __init__(self, bootstrap: str, *, max_in_flight: int = 8, **overrides: Any) -> None:
         self._producer = Producer(producer_config(bootstrap, **overrides))
@@ -99,20 +138,35 @@ class PipelinedProducer:
             if done.done():
                 return
             if error is not None:
-                done.set_exception(RetryableError(f"delivery failed: {error}"))
+                done.set_exception(delivery_error(error, "delivery failed"))
             elif remaining == 0:
                 done.set_result(None)
 
         if not batch:
             done.set_result(None)
-        for out in batch:
-            while True:
-                try:
-                    self._producer.produce(out.topic, out.value, out.key, on_delivery=on_delivery)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    self._producer.poll(0)
-                    await asyncio.sleep(0.01)
+        produce = self._producer.produce
+        out = None
+        try:
+            for out in batch:
+                checked(out)
+                while True:
+                    try:
+                        produce(out.topic, out.value, out.key, on_delivery=on_delivery)
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        self._producer.poll(0)
+                        await asyncio.sleep(0.01)
+        except Exception as exc:
+            # messages already handed over still call on_delivery; they find `done` failed
+            if isinstance(exc, KafkaException) and out is not None:
+                exc = _produce_error(out, exc)
+            if not done.done():
+                done.set_exception(exc if isinstance(exc, PermanentError)
+                                   else PermanentError(f"produce failed: {exc!r}"))
+        except BaseException:  # cancelled mid-batch: free the slot, then let it propagate
+            if not done.done():
+                done.cancel()
+            raise
         return done
 
     async def poll_forever(self, interval_s: float = 0.003) -> None:

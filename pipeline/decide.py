@@ -8,6 +8,7 @@ because it needs no state outside Kafka.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +24,12 @@ from pipeline.semantic.cache import Lookup, SemanticCache, SemanticEntry, key_fo
 from pipeline.validate import Limits, validate
 from topics.codec import encode, raw_text
 from topics.errors import InvalidMessage
+from topics.limits import MAX_MESSAGE_BYTES, encode_dead_letter, encode_result, truncate_marked
 from topics.names import Topics
 from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, Timings
 
 CACHEABLE_ROUTES = frozenset({"slm", "llm", "escalated"})
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,44 +68,66 @@ class RouterCore:
         self.cache = cache
         self.semantic = semantic
         self.limits = limits or Limits()
+        # a route request carries its query and a few hundred bytes more: bounded by the query
+        self._max_request_bytes = min(MAX_MESSAGE_BYTES, self.limits.max_query_bytes + 64 * 1024)
         # the results feed fills both caches from its own thread: one lock, taken once a batch
         self._caches = threading.Lock()
 
     def route_batch(self, batch: list[Incoming], picked_at: float) -> list[Outgoing]:
+        """One output per message, in order. A message that fails anywhere (a bad value or a bug
+        it trips) becomes a dead letter with the reason; its neighbours are routed as usual."""
         outs: list[Outgoing | None] = []
         misses: list[_Miss] = []
         vectors: np.ndarray | None = None
         with self._caches:
             for i, message in enumerate(batch):
-                first = self._first_pass(i, message, picked_at)
+                first: Outgoing | _Miss
+                try:
+                    first = self._first_pass(i, message, picked_at)
+                except Exception as exc:
+                    first = self._failed(message, exc)
                 outs.append(first if isinstance(first, Outgoing) else None)
                 if isinstance(first, _Miss):
                     misses.append(first)
             looks: list[Lookup | None] = [None] * len(misses)
             if self.semantic is not None and misses:
-                keys = [key_for(m.query) for m in misses]
-                vectors = self.semantic.embed(keys)
-                looks = list(self.semantic.lookup_batch(keys, self.clock(), vectors=vectors))
+                try:
+                    keys = [key_for(m.query) for m in misses]
+                    vectors = self.semantic.embed(keys)
+                    looks = list(self.semantic.lookup_batch(keys, self.clock(), vectors=vectors))
+                except Exception:
+                    # the semantic cache only saves work: without it the batch is still routed
+                    log.exception("semantic cache failed for a batch; routing it without")
+                    vectors, looks = None, [None] * len(misses)
         for j, miss in enumerate(misses):
             vector = None if vectors is None else vectors[j]
-            outs[miss.index] = self._second_pass(miss, looks[j], vector)
+            try:
+                outs[miss.index] = self._second_pass(miss, looks[j], vector)
+            except Exception as exc:
+                outs[miss.index] = self._failed(batch[miss.index], exc)
         return [out for out in outs if out is not None]
+
+    def _failed(self, message: Incoming, exc: Exception) -> Outgoing:
+        """One message's failure is its own dead letter, never its batch's."""
+        origin = f"{message.topic}:{message.partition}:{message.offset}"
+        if isinstance(exc, InvalidMessage):
+            return self._dead_letter(message, exc.reason, origin)
+        if isinstance(exc, RecursionError):
+            return self._dead_letter(message, "nested too deeply to process", origin)
+        log.error("routing failed for %s; dead-lettered", origin, exc_info=exc)
+        return self._dead_letter(message, f"internal error: {type(exc).__name__}: {exc}", origin)
 
     def route_one(self, message: Incoming, picked_at: float) -> Outgoing:
         return self.route_batch([message], picked_at)[0]
 
     def _first_pass(self, index: int, message: Incoming, picked_at: float) -> Outgoing | _Miss:
         origin = f"{message.topic}:{message.partition}:{message.offset}"
-        try:
-            query = validate(
-                message.value, origin=origin, timestamp=message.timestamp, limits=self.limits
-            )
-        except InvalidMessage as exc:
-            return self._dead_letter(message, exc.reason, origin)
+        now = self.clock()
+        query = validate(message.value, origin=origin, timestamp=message.timestamp,
+                         limits=self.limits, now=now)
         query_id = query.id or origin
         submitted_at = query.submitted_at or message.timestamp
         fp = fingerprint(query)
-        now = self.clock()
         timings = Timings(
             queued_ms=max(0.0, (picked_at - submitted_at) * 1000),
             routed_ms=max(0.0, (now - picked_at) * 1000),
@@ -129,7 +154,12 @@ class RouterCore:
             track=decision.track, reason=reason, submitted_at=miss.submitted_at, routed_at=now,
             timings=miss.timings,
         )
-        return Outgoing(self.topics.route(decision.track), miss.fingerprint.encode(), encode(request))
+        value = encode(request)
+        if len(value) > self._max_request_bytes:
+            # unreachable for a query within the limits; checked so nothing unproducible is sent
+            raise InvalidMessage(f"route request too large: {len(value)} bytes, "
+                                 f"limit {self._max_request_bytes}")
+        return Outgoing(self.topics.route(decision.track), miss.fingerprint.encode(), value)
 
     def _answered(self, query: Query, query_id: str, fp: str, submitted_at: float, timings: Timings,
                   *, route: Route, answer: str, model: str, reason: str,
@@ -141,7 +171,7 @@ class RouterCore:
             similarity=similarity, fingerprint=fp, route_reason=reason, submitted_at=submitted_at,
             completed_at=now, timings=timings,
         )
-        return Outgoing(self.topics.results, query_id.encode(), encode(result))
+        return Outgoing(self.topics.results, query_id.encode(), encode_result(result))
 
     def learn(self, results: list[Result]) -> None:
         """Fill the caches from the results stream (every router sees every result)."""
@@ -156,9 +186,17 @@ class RouterCore:
                 self.semantic.put_batch(entries, self.clock())
 
     def _dead_letter(self, message: Incoming, reason: str, origin: str) -> Outgoing:
+        # an oversized query is kept as a marked head of its bytes: enough to see what it was
         letter = DeadLetter(
-            reason=reason, raw=raw_text(message.value), source_topic=message.topic,
-            partition=message.partition, offset=message.offset,
-            key=raw_text(message.key) if message.key is not None else None, failed_at=self.clock(),
+            reason=_printable(reason),
+            raw=truncate_marked(raw_text(message.value), self.limits.max_query_bytes),
+            source_topic=message.topic, partition=message.partition, offset=message.offset,
+            key=truncate_marked(raw_text(message.key), 1024) if message.key is not None else None,
+            failed_at=self.clock(),
         )
-        return Outgoing(self.topics.deadletter, origin.encode(), encode(letter))
+        return Outgoing(self.topics.deadletter, origin.encode(), encode_dead_letter(letter))
+
+
+def _printable(reason: str) -> str:
+    """A reason that always encodes (an exception's text may hold lone surrogates), kept short."""
+    return truncate_marked(reason.encode("utf-8", "backslashreplace").decode("utf-8"), 4000)

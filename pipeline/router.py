@@ -2,8 +2,15 @@
 
 Each agent takes a micro-batch of raw events without acking them, routes the batch with pure
 code and hands the outputs to confluent-kafka. The events are acked only when the broker has
-acknowledged every output of their batch, so Faust commits an offset only once its output is
-safe; meanwhile the agent already routes the next batch (a bounded number are in flight).
+acknowledged every output of their batch, and batches are acked in the order they were taken, so
+Faust commits an offset only once its output is safe; meanwhile the agent already routes the next
+batch (a bounded number are in flight).
+
+A bad message never fails a batch (RouterCore dead-letters it). If the agent fails anyway, or an
+output is not delivered, the process exits at once without a commit: Faust would restart the
+agent past the unacked events and its gap handling can commit beyond them, and its shutdown would
+wait forever for their acks. The supervisor restarts the router and Kafka replays from the last
+committed offset (outputs are idempotent downstream). SIGTERM stops it within `stop_grace_s`.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import faust
 
@@ -25,6 +33,7 @@ from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
 from pipeline.policy import PolicyOptions, make_policy
 from pipeline.semantic.cache import SemanticCache
+from pipeline.validate import DEFAULT_LIMITS, Limits
 from topics.names import Topics
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,10 @@ class RouterSettings:
     cache_warmup_s: float = 30.0  # at most this long waiting for the cache replay at start
     # backfill yields to live traffic: it waits while the live lane had a full batch recently
     backfill_yield_s: float = 0.5
+    stop_grace_s: float = 10.0  # after SIGTERM, exit without the final commit if still stopping
+    # how soon the group gives a dead router's partitions to its restart (Faust's default: 60 s)
+    session_timeout_s: float = 15.0
+    max_query_bytes: int = DEFAULT_LIMITS.max_query_bytes  # larger raw queries are dead letters
 
 
 def faust_datadir(app_id: str) -> str:
@@ -71,11 +84,13 @@ def build_app(settings: RouterSettings) -> faust.App:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=settings.batch_size * 4,
         topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
     )
     core = RouterCore(
         settings.topics,
         make_policy(settings.policy, settings.policy_options),
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
+        limits=Limits(max_query_bytes=settings.max_query_bytes),
         semantic=build_semantic_cache(settings) if settings.semantic else None,
     )
     producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)
@@ -87,19 +102,30 @@ def build_app(settings: RouterSettings) -> faust.App:
 
     async def route_stream(stream: faust.StreamT, *, live: bool) -> None:
         nonlocal live_busy_until
-        # route with a warm cache: replay the recent results first (bounded, never blocks forever)
-        await asyncio.to_thread(feed.caught_up.wait, settings.cache_warmup_s)
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
-            if live and len(events) >= settings.batch_size:
-                live_busy_until = time.monotonic() + settings.backfill_yield_s
-            batch = [_incoming(event) for event in events]
-            delivered = await producer.send(core.route_batch(batch, time.time()))
-            task = app.loop.create_task(_ack_when_delivered(stream, events, delivered))
-            acking.add(task)
-            task.add_done_callback(acking.discard)
-            if not live:
-                while time.monotonic() < live_busy_until:
-                    await asyncio.sleep(0.05)
+        # route with a warm cache: replay the recent results first (bounded, never blocks forever;
+        # polled, not a thread, so a SIGTERM meanwhile is not held up by it)
+        warm_until = time.monotonic() + settings.cache_warmup_s
+        while not feed.caught_up.is_set() and time.monotonic() < warm_until:
+            await asyncio.sleep(0.05)
+        previous: asyncio.Task[None] | None = None
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+                if live and len(events) >= settings.batch_size:
+                    live_busy_until = time.monotonic() + settings.backfill_yield_s
+                batch = [_incoming(event) for event in events]
+                delivered = await producer.send(core.route_batch(batch, time.time()))
+                previous = app.loop.create_task(
+                    _ack_when_delivered(stream, events, delivered, after=previous))
+                acking.add(previous)
+                previous.add_done_callback(acking.discard)
+                if not live:
+                    while time.monotonic() < live_busy_until:
+                        await asyncio.sleep(0.05)
+        except Exception:
+            if app.should_stop:
+                raise  # the consumer going away during a shutdown is not a failure
+            # a bug, since bad messages are dead letters: never let Faust go on past the batch
+            _halt("router agent failed; exiting so the restart replays from the last commit")
 
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
 
@@ -139,17 +165,26 @@ def build_semantic_cache(settings: RouterSettings) -> SemanticCache:
 
 
 async def _ack_when_delivered(
-    stream: faust.StreamT, events: list[faust.EventT], delivered: asyncio.Future[None]
+    stream: faust.StreamT, events: list[faust.EventT], delivered: asyncio.Future[None],
+    *, after: asyncio.Task[None] | None = None,
 ) -> None:
     try:
         await delivered
+        if after is not None:
+            await after  # ack in batch order: a later batch's offsets never pass an earlier one's
     except Exception:
-        # never ack what may not have been written: stop, and the restart replays these events
-        log.critical("router output not delivered; shutting down to replay", exc_info=True)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
+        # never ack what may not have been written: exit, and the restart replays these events
+        _halt("router output not delivered; exiting so the restart replays from the last commit")
     for event in events:
         await stream.ack(event)
+
+
+def _halt(message: str, code: int = 70) -> NoReturn:
+    """Exit now, without Faust's shutdown: it would commit acked offsets past unanswered events
+    (or wait forever for their acks). Outputs are idempotent, so the replay is safe."""
+    log.critical(message, exc_info=True)
+    logging.shutdown()
+    os._exit(code)
 
 
 def _incoming(event: faust.EventT) -> Incoming:
@@ -164,9 +199,37 @@ def _incoming(event: faust.EventT) -> Incoming:
     )
 
 
+class RouterWorker(faust.Worker):
+    """Faust's worker, with a deadline on its shutdown: after SIGINT/SIGTERM it stops cleanly
+    (final commit of what is acked) or, if that takes over `grace_s`, exits anyway: what it did
+    not commit is replayed on restart."""
+
+    grace_s: float = 10.0
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _arm_deadline(self) -> None:
+        def expire() -> None:
+            log.warning("router still stopping after %.0f s; exiting without the final commit",
+                        self.grace_s)
+            logging.shutdown()
+            os._exit(0)
+
+        timer = threading.Timer(self.grace_s, expire)
+        timer.daemon = True
+        timer.start()
+
+
 def run_router(settings: RouterSettings, *, loglevel: str = "warn") -> None:
     """Run until SIGINT/SIGTERM (Faust's worker installs the handlers and shuts down cleanly)."""
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = RouterWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.grace_s = settings.stop_grace_s
     worker.spinner = None  # its cursor escape codes end up in logs and the demo's output
     worker.execute_from_commandline()

@@ -1,11 +1,16 @@
 import json
 
+import numpy as np
+
 from pipeline.decide import Incoming, RouterCore
 from pipeline.exact_cache import ExactCache
-from pipeline.policy import FixedPolicy
+from pipeline.policy import Decision, FixedPolicy
+from pipeline.semantic.cache import SemanticCache, SemanticSettings
+from pipeline.semantic.embedders import HashingEmbedder
 from topics.codec import decode
+from topics.limits import MAX_MESSAGE_BYTES
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result, RouteRequest
+from topics.schemas import DeadLetter, Query, Result, RouteRequest
 
 TOPICS = Topics("t.")
 
@@ -108,3 +113,85 @@ def test_a_negated_question_is_not_a_semantic_hit() -> None:
     value = json.dumps({"id": "q4", "text": "is it not safe to delete the cache folder",
                         "tenant": "acme"}).encode()
     assert router.route_one(message(value, 3), 1002.0).topic == "t.route.slm"
+
+
+class ExplodingPolicy:
+    """A policy with a bug that one query trips: the failure must stay with that query."""
+
+    name = "exploding"
+
+    def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
+        if query.text == "boom":
+            raise ZeroDivisionError("policy bug")
+        return Decision("llm", "exploding: fine")
+
+
+class BrokenEmbedder(HashingEmbedder):
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise RuntimeError("embedder down")
+
+
+BAD = {
+    "deep": b'{"text": "hi", "metadata": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    "dup": b'{"id": "dup", "text": "hi", "tenant": "acme", "tenant": "globex"}',
+    "nested dup": b'{"text": "hi", "metadata": {"a": {"b": 1, "b": 2}}}',
+    "far future": b'{"text": "hi", "submitted_at": 1e20}',
+    "1999": b'{"text": "hi", "submitted_at": 915148800}',
+    "NaN": b'{"text": "hi", "submitted_at": NaN}',
+    "oversized": b'{"text": "hi", "metadata": {"blob": "' + b"x" * 300_000 + b'"}}',
+    "bug": b'{"id": "boom", "text": "boom"}',
+}
+REASONS = {
+    "deep": "nested too deeply", "dup": "duplicate key 'tenant'", "nested dup": "duplicate key 'b'",
+    "far future": "in the future", "1999": "before 2000-01-01", "NaN": "NaN",
+    "oversized": "query too large", "bug": "internal error: ZeroDivisionError: policy bug",
+}
+
+
+def test_a_batch_with_bad_messages_still_routes_every_valid_one() -> None:
+    router = RouterCore(TOPICS, ExplodingPolicy(), ExactCache(ttl_s=60), clock=lambda: 1.78e9)
+    batch, expected = [], []
+    for i, (kind, raw) in enumerate(BAD.items()):
+        batch.append(message(json.dumps({"id": f"ok{i}", "text": f"fine {i}"}).encode(), 2 * i))
+        expected.append(("t.route.llm", f"ok{i}"))
+        batch.append(message(raw, 2 * i + 1))
+        expected.append(("t.deadletter", kind))
+    outs = router.route_batch(batch, 1.78e9)
+    assert len(outs) == len(batch)
+    for out, (topic, what) in zip(outs, expected, strict=True):
+        assert out.topic == topic
+        if topic == "t.route.llm":
+            assert decode(out.value, RouteRequest).query_id == what
+        else:
+            assert REASONS[what] in decode(out.value, DeadLetter).reason
+        assert len(out.value) <= MAX_MESSAGE_BYTES
+
+
+def test_oversized_query_dead_letter_is_marked_and_fits_even_when_every_byte_escapes() -> None:
+    # \x01 is one raw byte but six in JSON (\u0001): the letter must still fit the broker limit
+    raw = b'{"text": "' + b"\x01" * 950_000 + b'"}'
+    out = core().route_one(message(raw, 4), 1000.0)
+    assert out.topic == "t.deadletter" and len(out.value) <= MAX_MESSAGE_BYTES
+    letter = decode(out.value, DeadLetter)
+    assert letter.reason == f"query too large: {len(raw)} bytes, limit 262144"
+    assert letter.raw.startswith('{"text": "\x01\x01') and "[truncated: " in letter.raw
+    assert (letter.partition, letter.offset) == (2, 4)
+
+
+def test_a_failing_semantic_cache_does_not_fail_the_batch() -> None:
+    semantic = SemanticCache(BrokenEmbedder(), None, SemanticSettings(threshold=0.8))
+    router = RouterCore(TOPICS, FixedPolicy("slm"), ExactCache(ttl_s=60), clock=lambda: 1002.0,
+                        semantic=semantic)
+    outs = router.route_batch([message(b'{"id": "a", "text": "hi"}'),
+                               message(b'{"id": "b", "text": "ho"}', 1)], 1000.0)
+    assert [decode(o.value, RouteRequest).query_id for o in outs] == ["a", "b"]
+
+
+def test_an_exception_text_that_cannot_encode_still_makes_a_dead_letter() -> None:
+    class SurrogatePolicy(ExplodingPolicy):
+        def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
+            raise ValueError("bad \udc80 text")
+
+    router = RouterCore(TOPICS, SurrogatePolicy(), ExactCache(ttl_s=60), clock=lambda: 1002.0)
+    letter = decode(router.route_one(message(b'{"text": "hi"}'), 1000.0).value, DeadLetter)
+    assert letter.reason == "internal error: ValueError: bad \\udc80 text"

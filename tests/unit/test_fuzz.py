@@ -1,5 +1,8 @@
 """Property tests: no input crashes validation or the router; each gets exactly one outcome."""
 
+import time
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,4 +46,19 @@ def test_valid_queries_are_routed(raw: bytes) -> None:
 
 def test_every_kind_is_covered() -> None:
     assert set(MALFORMED_KINDS) == {"not JSON", "not an object", "missing text", "wrong types",
-                                    "empty text", "bad tenant", "bad utf-8"}
+                                    "empty text", "bad tenant", "bad utf-8", "too deep",
+                                    "duplicate key", "bad submitted_at", "oversized"}
+
+
+@settings(max_examples=50)
+@given(st.sampled_from(sorted(MALFORMED_KINDS)).flatmap(
+    lambda kind: st.tuples(st.just(kind), MALFORMED_KINDS[kind])))
+def test_each_new_kind_is_dead_lettered_for_its_own_reason(case: tuple[str, bytes]) -> None:
+    kind, raw = case
+    reason = {"too deep": "nested too deeply", "duplicate key": "duplicate key",
+              "bad submitted_at": "submitted_at", "oversized": "query too large"}.get(kind)
+    if reason is None:
+        return  # the older kinds share reasons; test_every_malformed_kind_is_dead_lettered covers them
+    with pytest.raises(InvalidMessage) as caught:
+        validate(raw, origin="o", timestamp=time.time(), now=time.time())
+    assert reason in caught.value.reason
