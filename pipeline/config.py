@@ -33,6 +33,8 @@ ENV_DOC = {
     "http(s)://user:pass@host:8123",
     "POINTSMAN_ANSWER_RETENTION_DAYS": "days answers and dead-letter bodies are kept after the row is "
     "written (0 = forever; applied when the sink starts; default 90)",
+    "POINTSMAN_MAX_QUERY_BYTES": "largest raw query message the router accepts, metadata included; "
+    "a larger one is dead-lettered with a truncated copy (default 262144)",
     "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
     "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
     "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
@@ -72,6 +74,7 @@ class Config:
     data_dir: Path = Path(".pointsman")
     dsn: str = ""
     answer_retention_days: int = 90
+    max_query_bytes: int = 256 * 1024
     slm_model: Path = Path()
     slm_threads: int = 2
     slm_escalate_below: float = 0.4
@@ -106,6 +109,7 @@ class Config:
             partitions=int(env.get("POINTSMAN_PARTITIONS", "6")),
             data_dir=data_dir,
             dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
+            max_query_bytes=int(env.get("POINTSMAN_MAX_QUERY_BYTES", str(256 * 1024))),
             answer_retention_days=int(env.get("POINTSMAN_ANSWER_RETENTION_DAYS", "90")),
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
             slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
@@ -162,6 +166,7 @@ class Config:
             app_id=self.group("router"), semantic=self.semantic,
             semantic_verifier=self.semantic_verifier, semantic_threshold=self.semantic_threshold,
             semantic_tenant_thresholds=self.semantic_tenant_thresholds,
+            max_query_bytes=self.max_query_bytes,
         )
 
     def slm(self) -> SlmWorkerSettings:

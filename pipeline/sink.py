@@ -154,10 +154,10 @@ def result_row(r: Result) -> list[Any]:
 
 
 def letter_id(d: DeadLetter) -> str:
-    """Where the letter came from: a message's topic:partition:offset, or for a query that failed
-    its tenant, id and a hash of its text, so two tenants' (or two texts') failures under one id
-    are two letters, and a replay of the same failure is the same letter."""
-    if d.offset >= 0:
+    """Where the letter came from: a message's topic:partition:offset; else (a failed query, or a
+    line `produce --file` could not send) its tenant, id and a hash of its text, so two tenants'
+    (or two texts') failures under one id are two letters, and a replay is the same letter."""
+    if d.offset >= 0 and d.partition >= 0:
         return f"{d.source_topic}:{d.partition}:{d.offset}"
     text_hash = xxhash.xxh3_64_hexdigest(d.raw.encode("utf-8", "surrogatepass"))
     return f"{d.source_topic}:{d.tenant or ''}:{d.query_id or ''}:{text_hash}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from infra.clickhouse import RowsRefused
@@ -160,3 +161,12 @@ def test_a_fallback_letter_holds_only_values_that_cannot_be_refused() -> None:
     assert len(values["tenant"]) <= 1000 and len(values["reason"].encode()) <= 4000
     assert values["failed_at"].year >= 2024  # no Kafka time: now, inside every DateTime range
     assert row.month == values["failed_at"].year * 100 + values["failed_at"].month
+
+
+def test_letters_of_lines_produce_could_not_send_do_not_collide() -> None:
+    # produce --file keeps the line number in `offset` with no partition: two files' line 2
+    # are two letters, the same line sent twice is one
+    first = DeadLetter(reason="too large", raw="a" * 10, source_topic="queries", partition=-1, offset=2)
+    other = DeadLetter(reason="too large", raw="b" * 10, source_topic="queries", partition=-1, offset=2)
+    assert letter_id(first) != letter_id(other)
+    assert letter_id(first) == letter_id(DeadLetter(**{**msgspec.structs.asdict(first)}))
