@@ -1,7 +1,9 @@
-"""The local Kafka broker manager (infra/kafka.py) against a real broker.
+"""The local Kafka broker manager (infra/kafka.py) and the local cluster (infra/kafka_cluster.py)
+against real brokers.
 
-Uses a tmp home and unusual ports so it never touches a developer's broker on 9092; the jar
-cache is the real one (first run resolves the jars with Maven, later runs reuse them).
+Uses a tmp home and free ports so it never touches a developer's broker on 9092 (nor another
+test run's broker on the same machine); the jar cache is the real one (first run resolves the
+jars with Maven, later runs reuse them).
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from infra import kafka
 from infra.kafka import LocalKafkaConfig
+from infra.kafka_cluster import LocalKafkaCluster
+from tests.harness import free_port_pair
+from topics.admin import ensure_topics
 from topics.errors import InfraError
+from topics.names import TopicSpec
 
 pytestmark = pytest.mark.integration
 
-PORT, CONTROLLER_PORT = 19192, 19193
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -59,7 +64,8 @@ needs_toolchain = pytest.mark.skipif(_skip_reason() is not None, reason=str(_ski
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[LocalKafkaConfig]:
-    cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=PORT, controller_port=CONTROLLER_PORT)
+    port = free_port_pair()
+    cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=port, controller_port=port + 1)
     yield cfg
     # Teardown runs even when the test failed: never leave a JVM behind.
     kafka.stop(cfg, timeout=15)
@@ -98,7 +104,7 @@ def test_lifecycle_is_idempotent_and_data_survives_restart(broker: LocalKafkaCon
     assert first.running and second.running
     assert first.pid is not None and first.pid == second.pid
     st = kafka.status(cfg)
-    assert st.running and st.pid == first.pid and st.bootstrap == f"127.0.0.1:{PORT}"
+    assert st.running and st.pid == first.pid and st.bootstrap == f"127.0.0.1:{cfg.port}"
     assert kafka.start(cfg).pid == first.pid  # already running: a no-op
 
     topic = f"infra-test-{uuid.uuid4().hex[:8]}"
@@ -180,3 +186,93 @@ def test_cli_status_of_a_stopped_broker(tmp_path: Path) -> None:
     )
     assert r.returncode == 3, r.stderr  # LSB: not running
     assert r.stdout.startswith("not running")
+
+
+def _deliver(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    errors: list[KafkaError] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value, key=value, on_delivery=lambda e, _m: e and errors.append(e))
+    assert producer.flush(60) == 0 and errors == []
+
+
+def _consume_all(bootstrap: str, topic: str, partitions: int, expected: int,
+                 timeout: float = 60) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"infra-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(seen) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                seen.append(msg.value())
+        return seen
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalKafkaCluster]:
+    nodes = LocalKafkaCluster.create(tmp_path / "cluster", size=3)
+    yield nodes
+    nodes.stop(timeout=15)  # also when the test failed: never leave a JVM behind
+
+
+@needs_toolchain
+def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaCluster) -> None:
+    cluster.start()
+    assert cluster.running() == [1, 2, 3]
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+    # every node one voter of a single three-node quorum, in one cluster
+    props = [(n.home / "server.properties").read_text() for n in cluster.nodes]
+    assert all(f"controller.quorum.voters={cluster.nodes[0].voters}" in p for p in props)
+    assert len(cluster.nodes[0].voters.split(",")) == 3
+    metas = {(n.home / "data" / "meta.properties").read_text().split("cluster.id=")[1].split()[0]
+             for n in cluster.nodes}
+    assert len(metas) == 1
+
+    topic = f"infra-rf3-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(cluster.bootstrap, [TopicSpec(topic, 3, {}, 3, 2)]) == [topic]
+    metadata = admin.list_topics(timeout=10)
+    assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {3}
+    # the internal topics are replicated too (the readiness probe made __consumer_offsets)
+    offsets = metadata.topics["__consumer_offsets"].partitions.values()
+    assert {len(p.replicas) for p in offsets} == {3}
+    configs = admin.describe_configs([ConfigResource("topic", topic)])
+    described = next(iter(configs.values())).result(30)
+    assert described["min.insync.replicas"].value == "2"
+
+    _deliver(cluster.bootstrap, topic, [f"before-{i}".encode() for i in range(100)])
+    victim = cluster.busiest_leader([topic])
+    assert cluster.leader_counts([topic])[victim] >= 1
+    cluster.kill(victim)
+    assert victim not in cluster.running() and len(cluster.running()) == 2
+    # two of three in sync still meet min ISR 2: writes with acks=all go on, nothing acked is lost
+    _deliver(cluster.bootstrap, topic, [f"after-{i}".encode() for i in range(100)])
+    assert victim not in cluster.leader_counts([topic])
+    seen = _consume_all(cluster.bootstrap, topic, 3, 200)
+    assert sorted(seen) == sorted([f"before-{i}".encode() for i in range(100)] +
+                                  [f"after-{i}".encode() for i in range(100)])
+
+    cluster.restart(victim)
+    assert cluster.running() == [1, 2, 3]
+    assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+    cluster.stop()
+    assert cluster.running() == []
+    assert not any((n.home / "kafka.pid").exists() for n in cluster.nodes)
+
+
+@needs_toolchain
+def test_replication_beyond_the_brokers_is_a_clear_error(broker: LocalKafkaConfig) -> None:
+    kafka.start(broker)
+    topic = f"infra-rf3-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InfraError, match=r"replication factor 3 needs at least 3 brokers.*has 1"):
+        ensure_topics(broker.bootstrap, [TopicSpec(topic, 1, {}, 3, 2)])
+    assert topic not in AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(
+        timeout=10).topics
+    # the defaults suit this single broker
+    assert ensure_topics(broker.bootstrap, [TopicSpec(topic, 1, {})]) == [topic]
