@@ -1,6 +1,5 @@
-"""A local Apache Kafka broker (KRaft, broker+controller in one JVM) for dev and tests, and a
-local N-node cluster of such nodes (own JVM, home and ports each; one controller quorum) for
-the fault suite.
+"""A local Apache Kafka broker (KRaft, broker+controller in one JVM) for dev and tests; the node
+that infra/kafka_cluster.py starts N of (own JVM, home and ports each) for a local cluster.
 
 The official jars are resolved once per version with Maven into a cache outside the repo; the
 broker runs detached (own session), so it outlives the Python process that started it.
@@ -322,9 +321,8 @@ def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Pa
         if _answers(cfg.port):  # only then ask librdkafka: spares its connection-refused noise
             admin = admin or AdminClient({"bootstrap.servers": cfg.bootstrap, "log_level": 2})
             with contextlib.suppress(KafkaException):
-                if len(admin.list_topics(timeout=2).brokers) >= brokers and _coordinator_ready(
-                    admin
-                ):
+                registered = len(admin.list_topics(timeout=2).brokers)
+                if registered >= brokers and _coordinator_ready(admin):
                     return
         time.sleep(0.2)
     raise InfraError(

@@ -136,10 +136,19 @@ class LocalKafkaCluster:
             counts.update(p.leader for p in found.partitions.values() if p.leader >= 0)
         return counts
 
-    def busiest_leader(self, topics: Iterable[str]) -> int:
-        """The broker leading the most partitions of `topics`: the one whose loss hurts most."""
+    def coordinators(self, groups: Iterable[str], *, timeout: float = 10) -> dict[str, int]:
+        """The broker coordinating each consumer group (its offsets and membership)."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.describe_consumer_groups(list(groups), request_timeout=timeout)
+        return {group: future.result(timeout).coordinator.id for group, future in futures.items()}
+
+    def busiest_leader(self, topics: Iterable[str], groups: Iterable[str] = ()) -> int:
+        """The broker leading the most partitions of `topics`, the one whose loss hurts most;
+        among equals (Kafka spreads leaders evenly) the one coordinating the most of `groups`,
+        so its death also moves their offsets and membership; then the lowest id."""
         topics = list(topics)
         counts = self.leader_counts(topics)
         if not counts:
-            raise InfraError(f"no partition of {list(topics)} has a leader")
-        return max(sorted(counts), key=counts.__getitem__)
+            raise InfraError(f"no partition of {topics} has a leader")
+        coordinated = Counter(self.coordinators(groups).values()) if groups else Counter()
+        return max(sorted(counts), key=lambda b: (counts[b], coordinated[b]))

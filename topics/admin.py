@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from topics.errors import InfraError
 from topics.names import TopicSpec
@@ -54,4 +56,26 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 30
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: fine
                 raise InfraError(f"could not create topic {name}: {exc}") from None
+    _wait_until_led(admin, missing, timeout)
     return created
+
+
+def _wait_until_led(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """On a cluster the controller acknowledges a creation before every broker has the new
+    metadata: wait until the topics show with a leader for each partition, so a client started
+    right after never meets an unknown topic. Bounded: past the timeout, clients retry anyway."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KafkaException):
+            topics = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
+            if all(_led(topics.get(s.name), s.partitions) for s in specs):
+                return
+        time.sleep(0.1)
+    log.warning("topics %s not yet led on every partition after %.0f s",
+                ", ".join(s.name for s in specs), timeout)
+
+
+def _led(topic: TopicMetadata | None, partitions: int) -> bool:
+    if topic is None or topic.error is not None or len(topic.partitions) < partitions:
+        return False
+    return all(p.leader >= 0 for p in topic.partitions.values())

@@ -15,15 +15,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -39,6 +41,7 @@ from topics.errors import InfraError
 from topics.names import TopicSpec
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -214,6 +217,37 @@ def _consume_all(bootstrap: str, topic: str, partitions: int, expected: int,
         consumer.close()
 
 
+def _eventually(check: Callable[[], T], timeout: float = 30) -> T:
+    """check() once it passes: the brokers of a cluster learn of a new topic one by one, and a
+    request may reach one that has not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (KafkaException, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# Each helper makes its own short-lived AdminClient: librdkafka 2.16 can abort the process
+# (rd_kafka_enq_once_del_source_return: `eonce->refcnt > 0`) when a broker that an admin
+# handle still tracks is SIGKILLed, so no handle is held across a kill.
+def _brokers(bootstrap: str) -> list[int]:
+    return sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers)
+
+
+def _replication(bootstrap: str, topic: str) -> tuple[set[int], set[int], str]:
+    """Replica counts of the topic's and of __consumer_offsets' partitions; the topic's min ISR."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    replicas = {len(p.replicas) for p in topics[topic].partitions.values()}
+    offsets = {len(p.replicas) for p in topics["__consumer_offsets"].partitions.values()}
+    configs = admin.describe_configs([ConfigResource("topic", topic)])
+    min_isr = next(iter(configs.values())).result(30)["min.insync.replicas"].value
+    return replicas, offsets, min_isr
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalKafkaCluster]:
     nodes = LocalKafkaCluster.create(tmp_path / "cluster", size=3)
@@ -225,8 +259,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalKafkaCluster]:
 def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaCluster) -> None:
     cluster.start()
     assert cluster.running() == [1, 2, 3]
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+    assert _brokers(cluster.bootstrap) == [1, 2, 3]
     # every node one voter of a single three-node quorum, in one cluster
     props = [(n.home / "server.properties").read_text() for n in cluster.nodes]
     assert all(f"controller.quorum.voters={cluster.nodes[0].voters}" in p for p in props)
@@ -237,14 +270,8 @@ def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaClust
 
     topic = f"infra-rf3-{uuid.uuid4().hex[:8]}"
     assert ensure_topics(cluster.bootstrap, [TopicSpec(topic, 3, {}, 3, 2)]) == [topic]
-    metadata = admin.list_topics(timeout=10)
-    assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {3}
     # the internal topics are replicated too (the readiness probe made __consumer_offsets)
-    offsets = metadata.topics["__consumer_offsets"].partitions.values()
-    assert {len(p.replicas) for p in offsets} == {3}
-    configs = admin.describe_configs([ConfigResource("topic", topic)])
-    described = next(iter(configs.values())).result(30)
-    assert described["min.insync.replicas"].value == "2"
+    assert _eventually(lambda: _replication(cluster.bootstrap, topic)) == ({3}, {3}, "2")
 
     _deliver(cluster.bootstrap, topic, [f"before-{i}".encode() for i in range(100)])
     victim = cluster.busiest_leader([topic])
@@ -260,7 +287,7 @@ def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaClust
 
     cluster.restart(victim)
     assert cluster.running() == [1, 2, 3]
-    assert sorted(admin.list_topics(timeout=10).brokers) == [1, 2, 3]
+    assert _brokers(cluster.bootstrap) == [1, 2, 3]
     cluster.stop()
     assert cluster.running() == []
     assert not any((n.home / "kafka.pid").exists() for n in cluster.nodes)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from infra.kafka_cluster import LocalKafkaCluster
+from pipeline.config import Config
+from pipeline.roles import ROLES
 from tests.harness import ROOT, Pipeline
 from tests.integration.test_pipeline import LETTERS, RESULTS, send
 from tests.integration.workload import make_workload
@@ -83,17 +85,22 @@ def test_leader_sigkill_mid_run(cluster: LocalKafkaCluster, cluster_pipeline: Pi
     progress = pipeline.wait_until(RESULTS, len(work.valid_ids) * 3 // 10, timeout=180)
     assert progress < len(work.valid_ids), "the run finished before the broker could be killed"
 
-    leaders = cluster.leader_counts(busy)
-    victim = cluster.busiest_leader(busy)
+    groups = [Config.from_env(pipeline.env).group(role) for role in ROLES]
+    leaders, coordinators = cluster.leader_counts(busy), cluster.coordinators(groups)
+    victim = cluster.busiest_leader(busy, groups)
     cluster.kill(victim)  # SIGKILL: no controlled shutdown, leadership moves only by election
 
     assert pipeline.wait_until(RESULTS, len(work.valid_ids), timeout=300) == len(work.valid_ids)
     assert pipeline.wait_until(LETTERS, work.malformed, timeout=60) >= work.malformed
     record = outcome(pipeline, "3-broker cluster: leader SIGKILL mid-run", len(work.lines),
                      work.valid_ids, work.malformed)
+    orphaned = sorted(g.removeprefix(topics.prefix) for g, b in coordinators.items() if b == victim)
+    record.update(killed_broker=victim, killed_led=leaders[victim],
+                  busy_partitions=sum(leaders.values()), killed_coordinating=orphaned,
+                  killed_at_answered=progress)
     print(f"\nkilled broker {victim} (led {leaders[victim]} of {sum(leaders.values())} busy "
-          f"partitions) at {progress} answered; raw duplicate inserts before FINAL: "
-          f"{record['duplicate_inserts']}; {record}")
+          f"partitions, coordinated {orphaned or 'no group'}) at {progress} answered; raw "
+          f"duplicate inserts before FINAL: {record['duplicate_inserts']}; {record}")
     assert_invariant(record)
     # the survivors took over every partition the dead broker led
     after = cluster.leader_counts(busy)
