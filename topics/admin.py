@@ -50,12 +50,14 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: float = 30
     )
     created = []
     for name, future in futures.items():
-        try:
-            future.result(timeout)
+        # exception(), not result(): a raised error would keep this frame and the admin client
+        # alive in a cycle through the future until the GC runs
+        exc = future.exception(timeout)
+        if exc is None:
             created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: fine
-                raise InfraError(f"could not create topic {name}: {exc}") from None
+        elif not (isinstance(exc, KafkaException) and
+                  exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):  # lost a race: fine
+            raise InfraError(f"could not create topic {name}: {exc}")
     _wait_until_led(admin, missing, timeout)
     return created
 
