@@ -233,6 +233,15 @@ def _eventually(check: Callable[[], T], timeout: float = 30) -> T:
 # Each helper makes its own short-lived AdminClient: librdkafka 2.16 can abort the process
 # (rd_kafka_enq_once_del_source_return: `eonce->refcnt > 0`) when a broker that an admin
 # handle still tracks is SIGKILLed, so no handle is held across a kill.
+def _rdkafka_handles() -> int:
+    """librdkafka clients alive in this process (each runs one rdk:main thread); -1 without /proc."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return -1
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir() if (t / "comm").exists()]
+    return names.count("rdk:main")
+
+
 def _brokers(bootstrap: str) -> list[int]:
     return sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers)
 
@@ -257,8 +266,12 @@ def cluster(tmp_path: Path) -> Iterator[LocalKafkaCluster]:
 
 @needs_toolchain
 def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaCluster) -> None:
+    clients = _rdkafka_handles()
     cluster.start()
     assert cluster.running() == [1, 2, 3]
+    # the readiness probes leave no client behind (a leaked one, still connected, can take the
+    # whole process down inside librdkafka when a broker is killed)
+    assert _rdkafka_handles() == clients
     assert _brokers(cluster.bootstrap) == [1, 2, 3]
     # every node one voter of a single three-node quorum, in one cluster
     props = [(n.home / "server.properties").read_text() for n in cluster.nodes]
