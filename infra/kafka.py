@@ -1,4 +1,5 @@
-"""A local single-node Apache Kafka broker (KRaft, broker+controller in one JVM) for dev and tests.
+"""A local Apache Kafka broker (KRaft, broker+controller in one JVM) for dev and tests; the node
+that infra/kafka_cluster.py starts N of (own JVM, home and ports each) for a local cluster.
 
 The official jars are resolved once per version with Maven into a cache outside the repo; the
 broker runs detached (own session), so it outlives the Python process that started it.
@@ -57,12 +58,20 @@ def _default_cache() -> Path:
 
 @dataclass(frozen=True)
 class LocalKafkaConfig:
+    """One KRaft node. The defaults are a standalone broker; LocalKafkaCluster fills in the
+    cluster fields (node id, the shared quorum and cluster id, internal-topic replication)."""
+
     home: Path  # server.properties, data/ (log.dirs), logs/, kafka.pid
     port: int = 9092
     controller_port: int = 9093
     version: str = "4.1.1"
     cache_dir: Path = field(default_factory=_default_cache)  # jars in cache_dir/<version>/libs
     heap: str = "768m"
+    node_id: int = 1
+    voters: str = ""  # controller.quorum.voters; empty: this node is the whole quorum
+    replication: int = 1  # of the internal topics (__consumer_offsets, transaction state)
+    min_isr: int = 1
+    cluster_id: str = ""  # empty: a new random id when the storage is first formatted
 
     def __post_init__(self) -> None:
         # One absolute path everywhere: the pid check matches it against the broker's cmdline.
@@ -72,10 +81,16 @@ class LocalKafkaConfig:
             raise ConfigError(f"Kafka ports out of range: {self.port}, {self.controller_port}")
         if self.port == self.controller_port:
             raise ConfigError(f"Kafka port and controller_port must differ (both {self.port})")
+        if not 1 <= self.min_isr <= self.replication:
+            raise ConfigError(f"Kafka min ISR {self.min_isr} must be 1..{self.replication}")
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def quorum(self) -> str:
+        return self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}"
 
 
 @dataclass(frozen=True)
@@ -244,12 +259,17 @@ def _jvm(cfg: LocalKafkaConfig, java: str, heap: str) -> list[str]:
     return [java, f"-Xms{heap}", f"-Xmx{heap}", *_JVM_FLAGS, *sysprops, "-cp", f"{_libs(cfg)}/*"]
 
 
-def _format_storage(cfg: LocalKafkaConfig, java: str) -> None:
+def new_cluster_id() -> str:
     # Kafka's Uuid.randomUuid() format (base64url, unpadded, never leading '-'), made here to
     # save a JVM start for `StorageTool random-uuid`.
     cid = "-"
     while cid.startswith("-"):
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    return cid
+
+
+def _format_storage(cfg: LocalKafkaConfig, java: str) -> None:
+    cid = cfg.cluster_id or new_cluster_id()
     cmd = [*_jvm(cfg, java, "256m"), "kafka.tools.StorageTool", "format", "-t", cid]
     cmd += ["-c", str(_props(cfg)), "--ignore-formatted"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -280,15 +300,19 @@ def _coordinator_ready(admin: AdminClient) -> bool:
     """Consumer groups work: the group coordinator (and __consumer_offsets) has finished loading.
     Without this the first consumers of a fresh broker log a burst of coordinator errors."""
     future = admin.describe_consumer_groups(["pointsman-readiness-probe"], request_timeout=5)
+    # exception(), not result(): a raised error keeps this frame (and the admin client) alive in
+    # a cycle through the future until the GC runs, and librdkafka 2.16 can abort the process
+    # when a broker such a leaked client still tracks is killed.
     try:
-        future["pointsman-readiness-probe"].result(6)
-        return True
-    except KafkaException:
+        return future["pointsman-readiness-probe"].exception(6) is None
+    except TimeoutError:
         return False
 
 
-def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Path, int]) -> None:
-    """Until the broker serves metadata with itself registered, i.e. clients can really use it."""
+def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Path, int],
+                brokers: int = 1) -> None:
+    """Until the broker serves metadata with `brokers` registered (itself among them) and
+    consumer groups work, i.e. clients can really use it."""
     admin: AdminClient | None = None
     while time.monotonic() < deadline:
         if not _is_broker(cfg, pid):
@@ -299,7 +323,8 @@ def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Pa
         if _answers(cfg.port):  # only then ask librdkafka: spares its connection-refused noise
             admin = admin or AdminClient({"bootstrap.servers": cfg.bootstrap, "log_level": 2})
             with contextlib.suppress(KafkaException):
-                if admin.list_topics(timeout=2).brokers and _coordinator_ready(admin):
+                registered = len(admin.list_topics(timeout=2).brokers)
+                if registered >= brokers and _coordinator_ready(admin):
                     return
         time.sleep(0.2)
     raise InfraError(
@@ -307,56 +332,87 @@ def _wait_ready(cfg: LocalKafkaConfig, pid: int, deadline: float, since: dict[Pa
     )
 
 
+@dataclass(frozen=True)
+class Launch:
+    """A node process on its way up (see launch)."""
+
+    pid: int
+    since: dict[Path, int]  # log sizes before it: a failed start shows only what it wrote
+    fresh: bool  # spawned by this call, so a failed start stops it again
+
+
+def _launch(cfg: LocalKafkaConfig) -> Launch | None:
+    """Spawn the node unless it runs (None) or is still booting; the caller holds its lock."""
+    for sub in ("data", "logs"):
+        (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    st = status(cfg)
+    if st.running:
+        return None
+    if st.pid is not None:  # ours but still booting (an earlier start timed out): wait for it
+        return Launch(st.pid, {}, fresh=False)
+    _pid_file(cfg).unlink(missing_ok=True)
+    for port in (cfg.port, cfg.controller_port):
+        if _taken(port):
+            raise InfraError(
+                f"port {port} on 127.0.0.1 is already in use by another process;"
+                " stop it or choose other ports (--port / LocalKafkaConfig)"
+            )
+    java = _java()
+    ensure_jars(cfg)
+    # Rewritten each start so it follows cfg; node.id and the cluster id never change.
+    template = string.Template((_ASSETS / "server.properties.in").read_text())
+    data = cfg.home / "data"
+    props = template.substitute(
+        port=cfg.port, controller_port=cfg.controller_port, data_dir=data, node_id=cfg.node_id,
+        voters=cfg.quorum, replication=cfg.replication, min_isr=cfg.min_isr,
+    )
+    _props(cfg).write_text(props)
+    if not (data / "meta.properties").exists():  # first start only: data persists
+        _format_storage(cfg, java)
+    since = _logs(cfg)
+    with open(cfg.home / "logs" / "kafka.out", "ab") as out:
+        proc = subprocess.Popen(
+            [*_jvm(cfg, java, cfg.heap), _MAIN, str(_props(cfg))],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cfg.home,
+            start_new_session=True,  # own session: no Ctrl-C from our terminal, outlives us
+        )
+    _children[proc.pid] = proc
+    tmp = _pid_file(cfg).with_suffix(".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    os.replace(tmp, _pid_file(cfg))  # atomic: a reader never sees a half-written pid
+    return Launch(proc.pid, since, fresh=True)
+
+
+def launch(cfg: LocalKafkaConfig) -> Launch | None:
+    """Spawn the node without waiting for it; None if it already runs. A cluster launches every
+    node first: none is ready until a majority of the controller quorum is up."""
+    with _locked(cfg.home / ".kafka.lock"):
+        return _launch(cfg)
+
+
+def await_launch(cfg: LocalKafkaConfig, spawned: Launch, deadline: float, brokers: int = 1) -> None:
+    """Wait until the launched node serves clients, `brokers` brokers registered; a failed start
+    of a process this call's launch spawned stops it again."""
+    try:
+        _wait_ready(cfg, spawned.pid, deadline, spawned.since, brokers)
+    except BaseException:
+        if spawned.fresh:
+            _terminate(spawned.pid, 10)  # a failed start leaves nothing behind
+            _pid_file(cfg).unlink(missing_ok=True)
+        raise
+
+
 def start(cfg: LocalKafkaConfig, *, timeout: float = 90) -> BrokerStatus:
     """Start the broker unless running and wait until it serves metadata. Idempotent."""
     deadline = time.monotonic() + timeout
-    for sub in ("data", "logs"):
-        (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    cfg.home.mkdir(parents=True, exist_ok=True)
     with _locked(cfg.home / ".kafka.lock"):  # a concurrent start waits, then sees ours running
-        st = status(cfg)
-        if st.running:
-            return st
-        if st.pid is not None:  # ours but still booting (an earlier start timed out): wait for it
-            _wait_ready(cfg, st.pid, deadline, {})
-            return status(cfg)
-        _pid_file(cfg).unlink(missing_ok=True)
-        for port in (cfg.port, cfg.controller_port):
-            if _taken(port):
-                raise InfraError(
-                    f"port {port} on 127.0.0.1 is already in use by another process;"
-                    " stop it or choose other ports (--port / LocalKafkaConfig)"
-                )
-        java = _java()
-        ensure_jars(cfg)
-        # Rewritten each start so it follows cfg; node.id and the cluster id never change.
-        template = string.Template((_ASSETS / "server.properties.in").read_text())
-        data = cfg.home / "data"
-        props = template.substitute(
-            port=cfg.port, controller_port=cfg.controller_port, data_dir=data
-        )
-        _props(cfg).write_text(props)
-        if not (data / "meta.properties").exists():  # first start only: data persists
-            _format_storage(cfg, java)
-        since = _logs(cfg)
-        with open(cfg.home / "logs" / "kafka.out", "ab") as out:
-            proc = subprocess.Popen(
-                [*_jvm(cfg, java, cfg.heap), _MAIN, str(_props(cfg))],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cfg.home,
-                start_new_session=True,  # own session: no Ctrl-C from our terminal, outlives us
-            )
-        _children[proc.pid] = proc
-        tmp = _pid_file(cfg).with_suffix(".tmp")
-        tmp.write_text(f"{proc.pid}\n")
-        os.replace(tmp, _pid_file(cfg))  # atomic: a reader never sees a half-written pid
-        try:
-            _wait_ready(cfg, proc.pid, deadline, since)
-        except BaseException:
-            _terminate(proc.pid, 10)  # a failed start leaves nothing behind
-            _pid_file(cfg).unlink(missing_ok=True)
-            raise
+        spawned = _launch(cfg)
+        if spawned is not None:
+            await_launch(cfg, spawned, deadline)
         return status(cfg)
 
 
@@ -380,6 +436,21 @@ def _terminate(pid: int, timeout: float) -> None:
         os.kill(pid, signal.SIGKILL)
     if not _gone(pid, 10):
         raise InfraError(f"Kafka pid {pid} survived SIGKILL")
+
+
+def kill(cfg: LocalKafkaConfig, sig: signal.Signals = signal.SIGKILL) -> int | None:
+    """Send `sig` to the node (SIGKILL: no shutdown hook, no controlled shutdown, as a crash) and
+    wait until it is gone; the pid it had, or None if it was not running."""
+    with _locked(cfg.home / ".kafka.lock"):
+        pid = _read_pid(cfg)
+        if pid is None or not _is_broker(cfg, pid):
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if not _gone(pid, 30):
+            raise InfraError(f"Kafka pid {pid} still alive 30 s after {sig.name}")
+        _pid_file(cfg).unlink(missing_ok=True)
+        return pid
 
 
 def stop(cfg: LocalKafkaConfig, *, timeout: float = 30) -> bool:

@@ -28,6 +28,10 @@ ENV_DOC = {
     "local broker on this port)",
     "POINTSMAN_TOPIC_PREFIX": "prefix for every topic and consumer group (default empty)",
     "POINTSMAN_PARTITIONS": "partitions per topic when created (default 6)",
+    "POINTSMAN_REPLICATION_FACTOR": "replicas per topic when created (default 1, one local broker; "
+    "3 on a cluster)",
+    "POINTSMAN_MIN_INSYNC_REPLICAS": "min.insync.replicas of each topic created: replicas that "
+    "must have a write before it is acknowledged (default 1; 2 with a factor of 3)",
     "POINTSMAN_DATA_DIR": "broker data, embedded ClickHouse, models (default ~/.local/share/pointsman)",
     "POINTSMAN_CLICKHOUSE_DSN": "chdb:///dir (embedded, default <data dir>/clickhouse) or "
     "http(s)://user:pass@host:8123",
@@ -71,6 +75,8 @@ class Config:
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     partitions: int = 6
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     data_dir: Path = Path(".pointsman")
     dsn: str = ""
     answer_retention_days: int = 90
@@ -107,6 +113,8 @@ class Config:
             bootstrap=env.get("POINTSMAN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             topic_prefix=env.get("POINTSMAN_TOPIC_PREFIX", ""),
             partitions=int(env.get("POINTSMAN_PARTITIONS", "6")),
+            replication_factor=int(env.get("POINTSMAN_REPLICATION_FACTOR", "1")),
+            min_insync_replicas=int(env.get("POINTSMAN_MIN_INSYNC_REPLICAS", "1")),
             data_dir=data_dir,
             dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
             max_query_bytes=int(env.get("POINTSMAN_MAX_QUERY_BYTES", str(256 * 1024))),
@@ -139,7 +147,7 @@ class Config:
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.topic_prefix)
+        return Topics(self.topic_prefix, self.replication_factor, self.min_insync_replicas)
 
     def secrets(self) -> list[str]:
         """Every secret this configuration holds: API keys (the upstreams file's too) and the

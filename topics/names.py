@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from topics.errors import ConfigError
+
 DAY_MS = 24 * 3600 * 1000
+
+
+def check_replication(replication_factor: int, min_insync_replicas: int) -> None:
+    """min ISR above the factor would refuse every acks=all write: a setup error, said early."""
+    if replication_factor < 1 or min_insync_replicas < 1:
+        raise ConfigError(f"replication factor ({replication_factor}) and min.insync.replicas "
+                          f"({min_insync_replicas}) must be at least 1")
+    if min_insync_replicas > replication_factor:
+        raise ConfigError(f"min.insync.replicas ({min_insync_replicas}) exceeds the replication "
+                          f"factor ({replication_factor}): no write could ever be acknowledged")
 
 
 @dataclass(frozen=True)
@@ -12,13 +24,29 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+    replication_factor: int = 1
+    min_insync_replicas: int = 1  # created as the topic's min.insync.replicas
+
+    def __post_init__(self) -> None:
+        check_replication(self.replication_factor, self.min_insync_replicas)
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        """The config the topic is created with, min.insync.replicas included."""
+        return {**self.config, "min.insync.replicas": str(self.min_insync_replicas)}
 
 
 @dataclass(frozen=True)
 class Topics:
-    """Every topic name, with an optional prefix so several pipelines can share a broker."""
+    """Every topic name, with an optional prefix so several pipelines can share a broker, and
+    the replication every topic is created with (the defaults suit one local broker)."""
 
     prefix: str = ""
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        check_replication(self.replication_factor, self.min_insync_replicas)
 
     @property
     def queries(self) -> str:
@@ -49,12 +77,9 @@ class Topics:
 
     def specs(self, partitions: int = 6) -> list[TopicSpec]:
         week = {"retention.ms": str(7 * DAY_MS), "compression.type": "producer"}
-        return [
-            TopicSpec(self.queries, partitions, week),
-            TopicSpec(self.backfill, partitions, week),
-            TopicSpec(self.route_slm, partitions, week),
-            TopicSpec(self.route_llm, partitions, week),
-            # the router rebuilds its caches from results, so keep them for the cache TTL and more
-            TopicSpec(self.results, partitions, week),
-            TopicSpec(self.deadletter, partitions, {"retention.ms": str(30 * DAY_MS)}),
-        ]
+        month = {"retention.ms": str(30 * DAY_MS)}
+        # the router rebuilds its caches from results, so keep them for the cache TTL and more
+        configs = [(self.queries, week), (self.backfill, week), (self.route_slm, week),
+                   (self.route_llm, week), (self.results, week), (self.deadletter, month)]
+        return [TopicSpec(name, partitions, config, self.replication_factor,
+                          self.min_insync_replicas) for name, config in configs]

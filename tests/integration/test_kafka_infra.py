@@ -1,7 +1,9 @@
-"""The local Kafka broker manager (infra/kafka.py) against a real broker.
+"""The local Kafka broker manager (infra/kafka.py) and the local cluster (infra/kafka_cluster.py)
+against real brokers.
 
-Uses a tmp home and unusual ports so it never touches a developer's broker on 9092; the jar
-cache is the real one (first run resolves the jars with Maven, later runs reuse them).
+Uses a tmp home and free ports so it never touches a developer's broker on 9092 (nor another
+test run's broker on the same machine); the jar cache is the real one (first run resolves the
+jars with Maven, later runs reuse them).
 """
 
 from __future__ import annotations
@@ -13,28 +15,34 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from infra import kafka
 from infra.kafka import LocalKafkaConfig
+from infra.kafka_cluster import LocalKafkaCluster
+from tests.harness import free_port_pair
+from topics.admin import ensure_topics
 from topics.errors import InfraError
+from topics.names import TopicSpec
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
-PORT, CONTROLLER_PORT = 19192, 19193
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -59,7 +67,8 @@ needs_toolchain = pytest.mark.skipif(_skip_reason() is not None, reason=str(_ski
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[LocalKafkaConfig]:
-    cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=PORT, controller_port=CONTROLLER_PORT)
+    port = free_port_pair()
+    cfg = LocalKafkaConfig(home=tmp_path / "kafka", port=port, controller_port=port + 1)
     yield cfg
     # Teardown runs even when the test failed: never leave a JVM behind.
     kafka.stop(cfg, timeout=15)
@@ -98,7 +107,7 @@ def test_lifecycle_is_idempotent_and_data_survives_restart(broker: LocalKafkaCon
     assert first.running and second.running
     assert first.pid is not None and first.pid == second.pid
     st = kafka.status(cfg)
-    assert st.running and st.pid == first.pid and st.bootstrap == f"127.0.0.1:{PORT}"
+    assert st.running and st.pid == first.pid and st.bootstrap == f"127.0.0.1:{cfg.port}"
     assert kafka.start(cfg).pid == first.pid  # already running: a no-op
 
     topic = f"infra-test-{uuid.uuid4().hex[:8]}"
@@ -180,3 +189,130 @@ def test_cli_status_of_a_stopped_broker(tmp_path: Path) -> None:
     )
     assert r.returncode == 3, r.stderr  # LSB: not running
     assert r.stdout.startswith("not running")
+
+
+def _deliver(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    errors: list[KafkaError] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value, key=value, on_delivery=lambda e, _m: e and errors.append(e))
+    assert producer.flush(60) == 0 and errors == []
+
+
+def _consume_all(bootstrap: str, topic: str, partitions: int, expected: int,
+                 timeout: float = 60) -> list[bytes]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"infra-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    seen: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(seen) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                seen.append(msg.value())
+        return seen
+    finally:
+        consumer.close()
+
+
+def _eventually(check: Callable[[], T], timeout: float = 30) -> T:
+    """check() once it passes: the brokers of a cluster learn of a new topic one by one, and a
+    request may reach one that has not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (KafkaException, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# Each helper makes its own short-lived AdminClient: librdkafka 2.16 can abort the process
+# (rd_kafka_enq_once_del_source_return: `eonce->refcnt > 0`) when a broker that an admin
+# handle still tracks is SIGKILLed, so no handle is held across a kill.
+def _rdkafka_handles() -> int:
+    """librdkafka clients alive in this process (each runs one rdk:main thread); -1 without /proc."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return -1
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir() if (t / "comm").exists()]
+    return names.count("rdk:main")
+
+
+def _brokers(bootstrap: str) -> list[int]:
+    return sorted(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers)
+
+
+def _replication(bootstrap: str, topic: str) -> tuple[set[int], set[int], str]:
+    """Replica counts of the topic's and of __consumer_offsets' partitions; the topic's min ISR."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    replicas = {len(p.replicas) for p in topics[topic].partitions.values()}
+    offsets = {len(p.replicas) for p in topics["__consumer_offsets"].partitions.values()}
+    configs = admin.describe_configs([ConfigResource("topic", topic)])
+    min_isr = next(iter(configs.values())).result(30)["min.insync.replicas"].value
+    return replicas, offsets, min_isr
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalKafkaCluster]:
+    nodes = LocalKafkaCluster.create(tmp_path / "cluster", size=3)
+    yield nodes
+    nodes.stop(timeout=15)  # also when the test failed: never leave a JVM behind
+
+
+@needs_toolchain
+def test_three_node_cluster_survives_its_leader_sigkill(cluster: LocalKafkaCluster) -> None:
+    clients = _rdkafka_handles()
+    cluster.start()
+    assert cluster.running() == [1, 2, 3]
+    # the readiness probes leave no client behind (a leaked one, still connected, can take the
+    # whole process down inside librdkafka when a broker is killed)
+    assert _rdkafka_handles() == clients
+    assert _brokers(cluster.bootstrap) == [1, 2, 3]
+    # every node one voter of a single three-node quorum, in one cluster
+    props = [(n.home / "server.properties").read_text() for n in cluster.nodes]
+    assert all(f"controller.quorum.voters={cluster.nodes[0].voters}" in p for p in props)
+    assert len(cluster.nodes[0].voters.split(",")) == 3
+    metas = {(n.home / "data" / "meta.properties").read_text().split("cluster.id=")[1].split()[0]
+             for n in cluster.nodes}
+    assert len(metas) == 1
+
+    topic = f"infra-rf3-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(cluster.bootstrap, [TopicSpec(topic, 3, {}, 3, 2)]) == [topic]
+    # the internal topics are replicated too (the readiness probe made __consumer_offsets)
+    assert _eventually(lambda: _replication(cluster.bootstrap, topic)) == ({3}, {3}, "2")
+
+    _deliver(cluster.bootstrap, topic, [f"before-{i}".encode() for i in range(100)])
+    victim = cluster.busiest_leader([topic])
+    assert cluster.leader_counts([topic])[victim] >= 1
+    cluster.kill(victim)
+    assert victim not in cluster.running() and len(cluster.running()) == 2
+    # two of three in sync still meet min ISR 2: writes with acks=all go on, nothing acked is lost
+    _deliver(cluster.bootstrap, topic, [f"after-{i}".encode() for i in range(100)])
+    assert victim not in cluster.leader_counts([topic])
+    seen = _consume_all(cluster.bootstrap, topic, 3, 200)
+    assert sorted(seen) == sorted([f"before-{i}".encode() for i in range(100)] +
+                                  [f"after-{i}".encode() for i in range(100)])
+
+    cluster.restart(victim)
+    assert cluster.running() == [1, 2, 3]
+    assert _brokers(cluster.bootstrap) == [1, 2, 3]
+    cluster.stop()
+    assert cluster.running() == []
+    assert not any((n.home / "kafka.pid").exists() for n in cluster.nodes)
+
+
+@needs_toolchain
+def test_replication_beyond_the_brokers_is_a_clear_error(broker: LocalKafkaConfig) -> None:
+    kafka.start(broker)
+    topic = f"infra-rf3-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InfraError, match=r"replication factor 3 needs at least 3 brokers.*has 1"):
+        ensure_topics(broker.bootstrap, [TopicSpec(topic, 1, {}, 3, 2)])
+    assert topic not in AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(
+        timeout=10).topics
+    # the defaults suit this single broker
+    assert ensure_topics(broker.bootstrap, [TopicSpec(topic, 1, {})]) == [topic]
