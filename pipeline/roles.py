@@ -57,18 +57,19 @@ def run_role(role: str, config: Config) -> None:
 def _prepare(role: str, config: Config) -> Run:
     from topics.admin import ensure_topics
 
+    prepare = {"router": _prepare_router, "slm": _prepare_slm, "llm": _prepare_llm,
+               "sink": _prepare_sink}[role]
+    run = prepare(config)  # local things first: a missing model needs no broker to be reported
     # idempotent, so any role can start first against a fresh broker (compose, Kubernetes)
     ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
-    if role == "router":
-        from pipeline.router import run_router
+    return run
 
-        settings = config.router()
-        return lambda _stop: run_router(settings)  # Faust installs its own signal handlers
-    if role == "slm":
-        return _prepare_slm(config)
-    if role == "llm":
-        return _prepare_llm(config)
-    return _prepare_sink(config)
+
+def _prepare_router(config: Config) -> Run:
+    from pipeline.router import run_router
+
+    settings = config.router()
+    return lambda _stop: run_router(settings)  # Faust installs its own signal handlers
 
 
 def _cannot_start(role: str, exc: Exception) -> NoReturn:

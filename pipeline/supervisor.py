@@ -108,9 +108,9 @@ class Supervisor:
         reason = self._reason(role)
         if code == EXIT_CANNOT_START or reason:
             self._say(f"role {role} cannot start: {reason or 'no reason given'}; "
-                      f"retrying in {state.delay_s:.0f}s")
+                      f"retrying in {_seconds(state.delay_s)}")
         else:
-            self._say(f"role {role} exited with {code}; restarting in {state.delay_s:.0f}s")
+            self._say(f"role {role} exited with {code}; restarting in {_seconds(state.delay_s)}")
 
     def _reason(self, role: str) -> str:
         try:
@@ -146,3 +146,7 @@ class Supervisor:
             state.process = None
             state.restart_at = None
         shutil.rmtree(self._reasons, ignore_errors=True)
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}s"
