@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.config import Config
 from topics.errors import ConfigError, PointsmanError
+from topics.redact import redact
 from workers.loop import StopFlag
 
 if TYPE_CHECKING:
-    from pipeline.cache_feed import ResultsFeed
-    from workers.answered import AnsweredIndex
     from workers.llm_worker import LlmWorkerSettings
     from workers.slm_worker import Generator, SlmWorkerSettings
 
@@ -73,7 +72,7 @@ def _prepare_router(config: Config) -> Run:
 
 
 def _cannot_start(role: str, exc: Exception) -> NoReturn:
-    reason = one_line(exc)
+    reason = redact(one_line(exc))  # an error may quote a DSN or a key: never pass those on
     if not isinstance(exc, PointsmanError):  # a bug, not a setup problem: keep its trace for -v
         log.info("role %s failed to start", role, exc_info=exc)
     reason_file = os.environ.get(REASON_FILE_ENV)
@@ -115,29 +114,16 @@ def _prepare_slm(config: Config) -> Run:
 
 def serve_slm(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator) -> None:
     """The SLM worker, told what the results topic already answers (see workers/answered.py)."""
+    from pipeline.answered_feed import answered_feed
     from workers.slm_worker import run_slm_worker
 
     answered, feed = answered_feed(settings.bootstrap, settings.topics.results,
-                                   settings.answered_lookback_s, settings.answered_warmup_s)
+                                   lookback_s=settings.answered_lookback_s,
+                                   warmup_s=settings.answered_warmup_s)
     try:
         run_slm_worker(settings, stop, engine, answered=answered)
     finally:
         feed.stop()
-
-
-def answered_feed(bootstrap: str, results_topic: str, lookback_s: float,
-                  warmup_s: float) -> tuple[AnsweredIndex, ResultsFeed]:
-    """An AnsweredIndex fed from every partition of the results topic, caught up (or warmup_s
-    passed) before it is returned. Any worker can take it (the LLM worker too)."""
-    from pipeline.cache_feed import ResultsFeed
-    from workers.answered import AnsweredIndex
-
-    index = AnsweredIndex(ttl_s=lookback_s)
-    feed = ResultsFeed(bootstrap, results_topic, index.learn, lookback_s=lookback_s)
-    feed.start()
-    if not feed.caught_up.wait(warmup_s):
-        log.warning("results read-back not caught up after %.0fs; starting anyway", warmup_s)
-    return index, feed
 
 
 # The stand-in runs one model, one generation at a time. A client built for a remote API (16
