@@ -55,9 +55,7 @@ def run(config: Config, role: str) -> None:
     if role != "all":
         run_role(role, config)
         return
-    supervisor = Supervisor(ROLES)
-    supervisor.start()
-    supervisor.watch()
+    Supervisor(ROLES).run()
 
 
 def produce(config: Config, text: str | None, file: Path | None, tenant: str, max_tokens: int,

@@ -42,13 +42,14 @@ class _Role:
 class Supervisor:
     def __init__(self, roles: Sequence[str], *, command: Command = role_command,
                  stop_timeout_s: float = 25.0, quick_exit_s: float = 30.0,
-                 first_delay_s: float = 1.0, max_delay_s: float = 30.0,
+                 restart_delay_s: float = 1.0, first_delay_s: float = 1.0, max_delay_s: float = 30.0,
                  out: TextIO | None = None) -> None:
         self.roles = list(roles)
         self.command = command
         self.stop_timeout_s = stop_timeout_s
         self.quick_exit_s = quick_exit_s  # dying sooner than this after a start backs off further
-        self.first_delay_s = first_delay_s
+        self.restart_delay_s = restart_delay_s  # after a role that had been running dies
+        self.first_delay_s = first_delay_s  # after the first quick death; doubles from there
         self.max_delay_s = max_delay_s  # a fixed setup is picked up within this long
         self.out = out
         self.state = {role: _Role() for role in self.roles}
@@ -76,10 +77,19 @@ class Supervisor:
         for role in self.roles:
             self.spawn(role)
 
-    def watch(self) -> None:
-        """Until SIGINT/SIGTERM: restart roles that exit, then stop them all."""
+    def run(self) -> None:
+        """`run all`: the handlers first, so a signal that comes while the roles start stops them too."""
+        self.install_signal_handlers()
+        self.start()
+        self.watch()
+
+    def install_signal_handlers(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.request_stop())
+
+    def watch(self) -> None:
+        """Until request_stop (SIGINT/SIGTERM): restart roles that exit, then stop them all."""
+        self.install_signal_handlers()
         while not self._stopping:
             self.check()
             self._sleep(0.2)
@@ -103,14 +113,15 @@ class Supervisor:
         if now - state.started_at < self.quick_exit_s:  # misconfigured or broken: do not spin
             state.delay_s = min(max(state.delay_s * 2, self.first_delay_s), self.max_delay_s)
         else:
-            state.delay_s = self.first_delay_s
-        state.restart_at = now + state.delay_s
+            state.delay_s = 0.0  # it had been working: the next quick death starts over
+        delay = state.delay_s or self.restart_delay_s
+        state.restart_at = now + delay
         reason = self._reason(role)
         if code == EXIT_CANNOT_START or reason:
             self._say(f"role {role} cannot start: {reason or 'no reason given'}; "
-                      f"retrying in {_seconds(state.delay_s)}")
+                      f"retrying in {_seconds(delay)}")
         else:
-            self._say(f"role {role} exited with {code}; restarting in {_seconds(state.delay_s)}")
+            self._say(f"role {role} exited with {code}; restarting in {_seconds(delay)}")
 
     def _reason(self, role: str) -> str:
         try:

@@ -6,6 +6,7 @@ import io
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.roles import EXIT_CANNOT_START
@@ -17,7 +18,7 @@ CANNOT_START = ("import os, sys, time; from pathlib import Path\n"
                 "if Path(sys.argv[1]).exists(): time.sleep(60)\n"
                 "Path(os.environ['POINTSMAN_ROLE_REASON_FILE']).write_text('weights missing\\n')\n"
                 f"sys.exit({EXIT_CANNOT_START})")
-CRASHES_SOON = "import time, sys; time.sleep(0.3); sys.exit(1)"
+CRASHES_LATER = "import time, sys; time.sleep(2.0); sys.exit(1)"  # after it had been running
 IGNORES_SIGTERM = ("import signal, sys, time; from pathlib import Path\n"
                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                    "Path(sys.argv[1]).touch(); time.sleep(60)")
@@ -31,9 +32,9 @@ def supervisor(scripts: dict[str, str], arg: Path, **kw: float) -> tuple[Supervi
     return sup, out
 
 
-def watch_for(sup: Supervisor, seconds: float) -> None:
+def watch_for(sup: Supervisor, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not until():
         sup.check()
         time.sleep(0.02)
 
@@ -45,14 +46,14 @@ def test_a_role_that_cannot_start_is_retried_with_backoff_and_the_others_keep_ru
                           first_delay_s=0.1, max_delay_s=0.4)
     try:
         router = sup.children["router"].pid
-        watch_for(sup, 2.5)
+        watch_for(sup, 30, until=lambda: out.getvalue().count("cannot start") >= 4)
         delays = re.findall(r"role slm cannot start: weights missing; retrying in ([\d.]+)s",
                             out.getvalue())
         assert delays[:4] == ["0.1", "0.2", "0.4", "0.4"], out.getvalue()  # grows, then capped
         assert "Traceback" not in out.getvalue()
         assert sup.children["router"].pid == router  # never touched
         fixed.touch()  # the operator installs the weights: the next retry starts it
-        watch_for(sup, 1.0)
+        watch_for(sup, 10, until=lambda: "slm" in sup.children)
         slm = sup.children["slm"]
         watch_for(sup, 0.5)
         assert slm.poll() is None and sup.children["slm"] is slm
@@ -61,14 +62,18 @@ def test_a_role_that_cannot_start_is_retried_with_backoff_and_the_others_keep_ru
 
 
 def test_a_role_in_backoff_does_not_hold_up_restarting_another(tmp_path: Path) -> None:
-    sup, out = supervisor({"slm": CANNOT_START, "llm": CRASHES_SOON}, tmp_path / "never",
-                          first_delay_s=0.1, max_delay_s=1.5, quick_exit_s=0.2)
+    sup, out = supervisor({"slm": CANNOT_START, "llm": CRASHES_LATER}, tmp_path / "never",
+                          first_delay_s=6.0, restart_delay_s=0.1, quick_exit_s=1.5)
     try:
-        watch_for(sup, 4.0)
+        waiting = "role slm cannot start: weights missing; retrying in 6s"
+        watch_for(sup, 30, until=lambda: waiting in out.getvalue())
+        after = out.getvalue().index(waiting)
+        watch_for(sup, 30, until=lambda: "role slm started" in out.getvalue()[after:])
         text = out.getvalue()
-        assert "retrying in 1.5s" in text  # slm spent most of the window waiting
-        # the crashing llm role came back every ~0.4 s all the same
-        assert text.count("role llm exited with 1; restarting in 0.1s") >= 5, text
+        assert "role slm started" in text[after:], text
+        # while slm sat out its 6 s, the llm role that had been running and died came back at once
+        backoff = text[after:text.index("role slm started", after)]
+        assert "role llm exited with 1; restarting in 0.1s\nrole llm started" in backoff, text
     finally:
         sup.stop()
 
