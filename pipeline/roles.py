@@ -49,7 +49,8 @@ def run_role(role: str, config: Config) -> None:
     except Exception as exc:  # any start failure is reported the same way
         _cannot_start(role, exc)
     stop = StopFlag()
-    stop.install_signal_handlers()
+    if role != "router":  # Faust installs its own handlers
+        stop.install_signal_handlers()
     run(stop)
 
 
@@ -68,7 +69,7 @@ def _prepare_router(config: Config) -> Run:
     from pipeline.router import run_router
 
     settings = config.router()
-    return lambda _stop: run_router(settings)  # Faust installs its own signal handlers
+    return lambda _stop: run_router(settings)  # Faust stops on SIGINT/SIGTERM itself
 
 
 def _cannot_start(role: str, exc: Exception) -> NoReturn:
@@ -150,16 +151,18 @@ def _prepare_llm(config: Config) -> Run:
     if config.llm_base_url or config.llm_upstreams_file:
         settings = config.llm()
         return lambda stop: run_llm_worker(settings, stop)
-    engine, model = None, "standin-echo"
-    if (config.slm_model / "model.onnx").exists():
-        from workers.slm.engine import SlmEngine
+    from workers.slm.engine import SlmEngine
 
-        engine = SlmEngine(config.slm_model, threads=1)
-        model = f"standin-{engine.model_name}"
+    # no upstream: serve the SLM as a stand-in. Without the model this waits (cannot start, then
+    # retried) rather than echo prompts back as answers: on a first `run all` the slm role is
+    # still preparing the bundled model, and the stand-in starts once it is there.
+    if not (config.slm_model / "model.onnx").exists():
+        raise ConfigError(f"no POINTSMAN_LLM_BASE_URL, and no model.onnx in {config.slm_model} "
+                          "for the local stand-in yet (the slm role prepares the bundled one)")
+    engine = SlmEngine(config.slm_model, threads=1)
+    model = f"standin-{engine.model_name}"
     server = StandinServer(StandinLLM(model=model, engine=engine)).start()
-    settings = config.llm(server.base_url)
-    if engine is not None:
-        settings = sized_for_standin(settings)
+    settings = sized_for_standin(config.llm(server.base_url))
     print(f"LLM track: {STANDIN_NOTICE} at {server.base_url}, model {model} "
           "(set POINTSMAN_LLM_BASE_URL for a real remote LLM)", flush=True)
 
@@ -180,9 +183,10 @@ def _prepare_sink(config: Config) -> Run:
     database = Database(connect(config.dsn))
     migrate(database.client)
     settings = config.sink()
-    server = QueryServer(database, config.dsn).start() if is_embedded(config.dsn) else None
 
     def run(stop: StopFlag) -> None:
+        # started only once the role runs: an endpoint is never left behind by a failed start
+        server = QueryServer(database, config.dsn).start() if is_embedded(config.dsn) else None
         try:
             run_sink(settings, database, stop)
         finally:

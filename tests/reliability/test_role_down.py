@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,19 @@ from tests.integration.test_pipeline import LETTERS, RESULTS, send
 from tests.integration.workload import make_workload
 from tests.reliability.conftest import outcome
 from tests.reliability.test_faults import assert_invariant
+from workers.llm_standin import StandinLLM, StandinServer
 
 pytestmark = pytest.mark.integration
 
 SLM_RESULTS = "SELECT count() FROM pointsman.results FINAL WHERE route = 'slm'"
 LLM_RESULTS = "SELECT count() FROM pointsman.results FINAL WHERE route = 'llm'"
+
+
+@pytest.fixture()
+def upstream() -> Iterator[StandinServer]:
+    server = StandinServer(StandinLLM(model="gpt-4o-mini")).start()
+    yield server
+    server.stop()
 
 
 def log_of(pipeline: Pipeline) -> str:
@@ -50,9 +59,10 @@ def gone(pid: int) -> bool:
 
 
 def test_slm_that_cannot_start_is_retried_and_answers_what_waited(
-        pipeline: Pipeline, broker: str, tiny_model: Path, tmp_path: Path) -> None:
+        pipeline: Pipeline, broker: str, tiny_model: Path, tmp_path: Path, upstream: StandinServer) -> None:
     model = tmp_path / "my-model"  # not the bundled name: nothing prepares it, as with weights missing
     pipeline.env["POINTSMAN_SLM_MODEL"] = str(model)
+    pipeline.env["POINTSMAN_LLM_BASE_URL"] = upstream.base_url  # the remote LLM is up
     work = make_workload(60, seed=5, run="down", long_every=3)
     pipeline.start("all")
     send(pipeline, broker, work.lines)

@@ -86,3 +86,11 @@ def test_llm_client_is_sized_to_its_serial_standin() -> None:
         assert server.llm.peak_in_flight == 1  # nothing queued inside the stand-in
     finally:
         server.stop()
+
+
+def test_llm_role_without_an_upstream_waits_for_the_standin_model_instead_of_echoing(
+        tmp_path: Path) -> None:
+    config = Config(bootstrap="127.0.0.1:1", slm_model=tmp_path / "smollm2-135m-instruct-int8")
+    with pytest.raises(CannotStart, match=r"^role llm cannot start: no POINTSMAN_LLM_BASE_URL, and no "
+                                          r"model.onnx in .* for the local stand-in yet"):
+        run_role("llm", config)
