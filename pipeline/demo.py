@@ -79,7 +79,7 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
         report.render(report.collect(reader), console)
         ok, lines = judge(done, failed_queries(reader, run_id))
         for line in lines:
-            console.print(line if ok else f"[red]{line}[/red]")
+            console.print(f"[green]{line}[/green]" if ok else f"[red]{line}[/red]")
         return 0 if ok else 1
     finally:
         if not keep_running:
@@ -100,11 +100,14 @@ def judge(answered_all: bool, failures: list[tuple[str, str]], *,
     """The demo passes only if every query of its workload got an answer that is not an error;
     otherwise the lines say how many failed and why (grouped by reason, a few ids each)."""
     if not failures:
-        return answered_all, [] if answered_all else ["demo failed: not every query was answered"]
+        if answered_all:
+            return True, ["demo passed: every query of the workload answered, none with an error"]
+        return False, ["demo failed: not every query was answered"]
     by_reason: dict[str, list[str]] = {}
     for query_id, error in failures:
         by_reason.setdefault(error, []).append(query_id)
-    lines = [f"demo failed: {len(failures)} of the workload's queries ended with an error"]
+    lines = [] if answered_all else ["demo failed: not every query was answered"]
+    lines.append(f"demo failed: {len(failures)} of the workload's queries ended with an error")
     for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
         lines.append(f"  {len(ids)} x {reason}: {', '.join(ids[:shown])}{more}")
