@@ -46,30 +46,16 @@ def status(config: Config) -> None:
                           (f"{len(found.partitions)} partitions" if found else "missing"))
 
 
-def ensure_model(config: Config) -> None:
-    """The bundled SLM is converted on first use; a user's own model dir must already exist."""
-    from pipeline.config import DEFAULT_MODEL
-
-    if (config.slm_model / "model.onnx").exists():
-        return
-    if config.slm_model.name != DEFAULT_MODEL:
-        raise ConfigError(f"no model.onnx in POINTSMAN_SLM_MODEL={config.slm_model}")
-    console.print("preparing the SLM (SmolLM2-135M-Instruct -> ONNX int8), once ...")
-    prepare_model(config)
-
-
 def run(config: Config, role: str) -> None:
-    from pipeline.roles import ROLES, Supervisor, run_role
+    """One role in this process, or every role under the supervisor. Each role prepares what it
+    needs itself (the slm role its model), so one that cannot start never stops the others."""
+    from pipeline.roles import ROLES, run_role
+    from pipeline.supervisor import Supervisor
 
-    if role in ("all", "slm"):
-        ensure_model(config)
     if role != "all":
         run_role(role, config)
         return
-    ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
-    supervisor = Supervisor(ROLES)
-    supervisor.start()
-    supervisor.watch()
+    Supervisor(ROLES).run()
 
 
 def produce(config: Config, text: str | None, file: Path | None, tenant: str, max_tokens: int,

@@ -13,11 +13,12 @@ from pathlib import Path
 from rich.console import Console
 
 from infra import kafka
-from infra.query_server import wait_for_endpoint
+from infra.query_server import Reader, wait_for_endpoint
 from pipeline import report
 from pipeline.config import Config
 from pipeline.produce import produce_file
-from pipeline.roles import ROLES, Supervisor
+from pipeline.roles import ROLES, ensure_model
+from pipeline.supervisor import Supervisor
 from pipeline.validate import validate
 from topics.admin import ensure_topics
 from topics.errors import InvalidMessage, PointsmanError
@@ -57,9 +58,8 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
     broker = kafka.start(kafka_cfg)
     console.print(f"Kafka {broker.version} (KRaft) at {broker.bootstrap}")
     ensure_topics(config.bootstrap, config.topics.specs(config.partitions))
-    from pipeline.commands import ensure_model
-
-    ensure_model(config)
+    # prepared here, not left to the slm role, so the LLM stand-in starts with the model too
+    ensure_model(config, say=console.print)
     console.print(f"SLM model: {config.slm_model}")
 
     supervisor = Supervisor(ROLES)
@@ -75,13 +75,43 @@ def run_demo(config: Config, console: Console, *, keep_running: bool = False,
         if done:
             done = _second_wave(config, run_id, console, timeout_s)
         console.rule("Report")
-        report.render(report.collect(wait_for_endpoint(config.dsn)), console)
-        return 0 if done else 1
+        reader = wait_for_endpoint(config.dsn)
+        report.render(report.collect(reader), console)
+        ok, lines = judge(done, failed_queries(reader, run_id))
+        for line in lines:
+            console.print(f"[green]{line}[/green]" if ok else f"[red]{line}[/red]")
+        return 0 if ok else 1
     finally:
         if not keep_running:
             supervisor.stop()
             if not was_running:
                 kafka.stop(kafka_cfg)
+
+
+def failed_queries(reader: Reader, run_id: str) -> list[tuple[str, str]]:
+    """(query id, error) of this run's queries (both waves) whose result is an error."""
+    sql = ("SELECT query_id, error FROM pointsman.results FINAL "
+           f"WHERE query_id LIKE 'demo-{run_id}%' AND error != '' ORDER BY query_id")
+    return [(str(qid), str(error)) for qid, error in reader.query(sql)[1]]
+
+
+def judge(answered_all: bool, failures: list[tuple[str, str]], *,
+          shown: int = 5) -> tuple[bool, list[str]]:
+    """The demo passes only if every query of its workload got an answer that is not an error;
+    otherwise the lines say how many failed and why (grouped by reason, a few ids each)."""
+    if not failures:
+        if answered_all:
+            return True, ["demo passed: every query of the workload answered, none with an error"]
+        return False, ["demo failed: not every query was answered"]
+    by_reason: dict[str, list[str]] = {}
+    for query_id, error in failures:
+        by_reason.setdefault(error, []).append(query_id)
+    lines = [] if answered_all else ["demo failed: not every query was answered"]
+    lines.append(f"demo failed: {len(failures)} of the workload's queries ended with an error")
+    for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+        lines.append(f"  {len(ids)} x {reason}: {', '.join(ids[:shown])}{more}")
+    return False, lines
 
 
 def _send(config: Config, lines: list[str]) -> int:

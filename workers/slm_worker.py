@@ -19,6 +19,7 @@ from confluent_kafka import Message
 from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.names import Topics
+from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
 from workers.loop import LoopSettings, StopFlag, producing, run_loop
@@ -44,24 +45,39 @@ class SlmWorkerSettings:
     batch_wait_s: float = 0.05
     escalate_below: float = 0.0  # confidence under this goes to the LLM track; 0 disables
     group: str = "pointsman-slm"
+    recent_ttl_s: float = 120.0  # this process's own answers, for copies just behind the first
+    # the results topic read back from this far (and remembered as long): what is answered already
+    answered_lookback_s: float = 3600.0
+    answered_warmup_s: float = 30.0  # longest wait for that read-back before consuming
 
 
 class SlmHandler:
-    def __init__(self, settings: SlmWorkerSettings, engine: Generator, prices: PriceTable) -> None:
+    def __init__(self, settings: SlmWorkerSettings, engine: Generator, prices: PriceTable,
+                 answered: AnsweredIndex | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.prices = prices
-        self.recent: RecentAnswers[Answer] = RecentAnswers()
+        self.recent: RecentAnswers[Answer] = RecentAnswers(ttl_s=settings.recent_ttl_s)
+        # what the results topic already holds (fed by the app); left empty when not given
+        self.answered = answered if answered is not None else AnsweredIndex()
+        self.skipped = 0  # requests whose query id had a result already
 
     def __call__(self, messages: list[Message]) -> list[Outgoing]:
         topics = self.settings.topics
         picked, out = decode_requests(messages, topics)
-        if not picked:
+        fresh = [p.request for p in picked if not self.answered.has_result(p.request.query_id)]
+        if len(fresh) < len(picked):
+            # replayed or backlogged: its result is on the results topic already; commit, resend nothing
+            self.skipped += len(picked) - len(fresh)
+            log.info("skipped %d route requests already answered", len(picked) - len(fresh))
+        if not fresh:
             return out
         picked_at = picked[0].picked_at
         to_run: list[Group] = []
-        for group in group_by_fingerprint([p.request for p in picked]):
-            known = self.recent.get(group.leader.fingerprint, time.time())
+        now = time.time()
+        for group in group_by_fingerprint(fresh):
+            fp = group.leader.fingerprint
+            known = self.recent.get(fp, now) or self.answered.answer_for(fp)
             if known is not None:
                 out += results_for_group(group, known, "slm", picked_at, topics, leader_coalesced=True)
             else:
@@ -112,7 +128,8 @@ class SlmHandler:
         return out
 
 
-def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator | None = None) -> None:
+def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator | None = None,
+                   answered: AnsweredIndex | None = None) -> None:
     if engine is None:
         from workers.slm.engine import SlmEngine
 
@@ -121,7 +138,7 @@ def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generato
         settings.bootstrap, settings.group, (settings.topics.route_slm,),
         settings.batch_size, settings.batch_wait_s,
     )
-    handler = SlmHandler(settings, engine, PriceTable())
+    handler = SlmHandler(settings, engine, PriceTable(), answered)
     run_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)
 
 

@@ -12,6 +12,7 @@ from topics.codec import decode, encode
 from topics.errors import RetryableError
 from topics.names import Topics
 from topics.schemas import DeadLetter, Query, Result, RouteRequest, Timings
+from workers.answered import AnsweredIndex
 from workers.answers import Answer
 from workers.coalesce import group_by_fingerprint
 from workers.llm_client import ChatClient, LlmSettings
@@ -229,3 +230,39 @@ def test_llm_results_are_resent_until_delivered_and_given_up_only_on_stop() -> N
     assert asyncio.run(deliver(eventually, stop=False)) and eventually.sends == 3
     stopping = FlakyProducer(failures=5)
     assert not asyncio.run(deliver(stopping, stop=True)) and stopping.sends == 1
+
+
+def result(qid: str, fp: str, answer: str = "known", *, route: str = "slm", error: str | None = None,
+           completed_at: float = 1000.0) -> Result:
+    return Result(query_id=qid, tenant="acme", route=route, answer=answer, model="m",  # type: ignore[arg-type]
+                  error=error, fingerprint=fp, completed_at=completed_at)
+
+
+def test_answered_index_knows_ids_and_fingerprints_from_successful_results_only() -> None:
+    now = [1000.0]
+    index = AnsweredIndex(ttl_s=60, max_query_ids=2, clock=lambda: now[0])
+    index.learn([result("1", "fp-a", "A"), result("2", "fp-b", error="llm failed: 500"),
+                 result("3", "fp-c", route="semantic_cache")])
+    assert index.has_result("1") and not index.has_result("2")  # a failure deserves a retry
+    assert index.answer_for("fp-a") == Answer("A", "m")
+    assert index.answer_for("fp-b") is None
+    # a semantic-cache answer belongs to another question's fingerprint: not learned as one
+    assert index.has_result("3") and index.answer_for("fp-c") is None
+    index.learn([result("4", "fp-d")])  # bounded: the oldest id goes first
+    assert not index.has_result("1") and index.has_result("4")
+    now[0] += 61  # past the lookback: forgotten, as the results read-back would not see it
+    assert not index.has_result("4") and index.answer_for("fp-a") is None
+
+
+def test_slm_skips_answered_query_ids_and_coalesces_answered_fingerprints() -> None:
+    model = StubModel()
+    index = AnsweredIndex()
+    index.learn([result("1", "fp-x", "first answer", completed_at=time.time())])
+    settings = SlmWorkerSettings("unused:1", TOPICS, model_dir=None, recent_ttl_s=0)  # type: ignore[arg-type]
+    handler = SlmHandler(settings, model, PriceTable(), index)
+    # "1" replayed: it has its result already; "2" asks the same question under a new id
+    out = handler([request("1", "x", "fp-x"), request("2", "x", "fp-x"), request("3", "y")])
+    results = {r.query_id: r for r in (decode(o.value, Result) for o in out)}
+    assert sorted(results) == ["2", "3"] and handler.skipped == 1
+    assert results["2"].route == "coalesced" and results["2"].answer == "first answer"
+    assert model.calls == [1]  # only "y" was inferred
