@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from topics.codec import decode
 from topics.errors import InvalidMessage
@@ -41,6 +41,31 @@ class ResultsFeed:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _assign(self, consumer: Consumer) -> list[int]:
+        """Assign every partition at its offset one lookback ago. Just after the topics are
+        created (a fresh broker) they answer NOT_LEADER for a moment: retry until they answer,
+        or the feed is stopped, rather than give up for good with a cold cache."""
+        delay = 0.2
+        while True:
+            try:
+                partitions = list(consumer.list_topics(self._topic, timeout=30)
+                                  .topics[self._topic].partitions)
+                since_ms = int((time.time() - self._lookback_s) * 1000)
+                wanted = [TopicPartition(self._topic, p, since_ms) for p in partitions]
+                starts = consumer.offsets_for_times(wanted, timeout=30)
+                break
+            except KafkaException as exc:
+                if self._stop.wait(delay):
+                    raise
+                log.info("results feed: %s not readable yet (%s); retrying", self._topic, exc)
+                delay = min(delay * 2, 5.0)
+        # a partition with nothing newer than `since` answers -1: start at its end
+        consumer.assign([
+            TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            for tp in starts
+        ])
+        return partitions
+
     def _run(self) -> None:
         consumer = Consumer({
             "bootstrap.servers": self._bootstrap,
@@ -49,15 +74,7 @@ class ResultsFeed:
             "enable.partition.eof": True,
         })
         try:
-            partitions = consumer.list_topics(self._topic, timeout=30).topics[self._topic].partitions
-            since_ms = int((time.time() - self._lookback_s) * 1000)
-            wanted = [TopicPartition(self._topic, p, since_ms) for p in partitions]
-            starts = consumer.offsets_for_times(wanted, timeout=30)
-            # a partition with nothing newer than `since` answers -1: start at its end
-            consumer.assign([
-                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-                for tp in starts
-            ])
+            partitions = self._assign(consumer)
             at_eof: set[int] = set()
             while not self._stop.is_set():
                 results = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -13,6 +13,9 @@ from infra import kafka
 from pipeline.config import Config
 from topics.admin import ensure_topics
 from topics.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.produce import FileSent
 
 # rich assumes 80 columns when piped; the report table needs more
 console = Console() if sys.stdout.isatty() else Console(width=120)
@@ -63,8 +66,9 @@ def produce(config: Config, text: str | None, file: Path | None, tenant: str, ma
     from pipeline.produce import produce_file, produce_one, query_message
 
     if file is not None:
-        sent = produce_file(config.bootstrap, config.topics.queries, file)
-        console.print(f"sent {sent} lines to {config.topics.queries}")
+        sent = produce_file(config.bootstrap, config.topics.queries, file,
+                            deadletter=config.topics.deadletter)
+        _print_sent(sent, config.topics.queries, config.topics.deadletter)
     elif text:
         message = query_message(config.topics.queries, text, tenant=tenant,
                                 max_tokens=max_tokens, query_id=query_id)
@@ -77,8 +81,16 @@ def produce(config: Config, text: str | None, file: Path | None, tenant: str, ma
 def backfill(config: Config, file: Path) -> None:
     from pipeline.produce import produce_file
 
-    sent = produce_file(config.bootstrap, config.topics.backfill, file, progress=True)
-    console.print(f"sent {sent} lines to the backfill lane {config.topics.backfill}")
+    sent = produce_file(config.bootstrap, config.topics.backfill, file, progress=True,
+                        deadletter=config.topics.deadletter)
+    _print_sent(sent, f"the backfill lane {config.topics.backfill}", config.topics.deadletter)
+
+
+def _print_sent(sent: FileSent, target: str, deadletter: str) -> None:
+    console.print(f"sent {sent.sent} lines to {target}")
+    if sent.dead_lettered:
+        console.print(f"[yellow]{sent.dead_lettered} lines over the message size limit were not "
+                      f"sent; they are kept as dead letters on {deadletter}[/yellow]")
 
 
 def sql(config: Config, query: str) -> tuple[list[str], list[Any]]:

@@ -39,6 +39,8 @@ ENV_DOC = {
     "written (0 = forever; applied when the sink starts; default 90)",
     "POINTSMAN_MAX_QUERY_BYTES": "largest raw query message the router accepts, metadata included; "
     "a larger one is dead-lettered with a truncated copy (default 262144)",
+    "POINTSMAN_ANSWERED_LOOKBACK_S": "how far back the SLM and LLM workers read the results topic "
+    "(and remember), so a backlog or replay never re-infers an answered query (default 3600)",
     "POINTSMAN_SLM_MODEL": "SLM model directory (default <data dir>/models/" + DEFAULT_MODEL + ")",
     "POINTSMAN_SLM_THREADS": "onnxruntime threads per SLM worker (default 2)",
     "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
@@ -81,6 +83,7 @@ class Config:
     dsn: str = ""
     answer_retention_days: int = 90
     max_query_bytes: int = 256 * 1024
+    answered_lookback_s: float = 3600.0
     slm_model: Path = Path()
     slm_threads: int = 2
     slm_escalate_below: float = 0.4
@@ -117,6 +120,7 @@ class Config:
             min_insync_replicas=int(env.get("POINTSMAN_MIN_INSYNC_REPLICAS", "1")),
             data_dir=data_dir,
             dsn=env.get("POINTSMAN_CLICKHOUSE_DSN", f"chdb://{data_dir / 'clickhouse'}"),
+            answered_lookback_s=float(env.get("POINTSMAN_ANSWERED_LOOKBACK_S", "3600")),
             max_query_bytes=int(env.get("POINTSMAN_MAX_QUERY_BYTES", str(256 * 1024))),
             answer_retention_days=int(env.get("POINTSMAN_ANSWER_RETENTION_DAYS", "90")),
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
@@ -182,6 +186,7 @@ class Config:
             self.bootstrap, self.topics, self.slm_model, threads=self.slm_threads,
             escalate_below=self.slm_escalate_below, group=self.group("slm"),
             batch_size=self.slm_batch, batch_wait_s=self.slm_batch_wait_ms / 1000,
+            answered_lookback_s=self.answered_lookback_s,
         )
 
     def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
@@ -197,7 +202,8 @@ class Config:
                           max_concurrency=self.llm_concurrency,
                           max_response_bytes=self.llm_max_response_bytes)
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, prices=prices,
-                                 group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s)
+                                 group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s,
+                                 answered_lookback_s=self.answered_lookback_s)
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"),

@@ -118,7 +118,7 @@ def _send(config: Config, lines: list[str]) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         f.write("\n".join(lines) + "\n")
     try:
-        return produce_file(config.bootstrap, config.topics.queries, Path(f.name))
+        return produce_file(config.bootstrap, config.topics.queries, Path(f.name)).sent
     finally:
         os.unlink(f.name)
 

@@ -9,11 +9,12 @@ down role would have consumed waits in Kafka.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -23,6 +24,7 @@ from topics.redact import redact
 from workers.loop import StopFlag
 
 if TYPE_CHECKING:
+    from workers.answered import AnsweredIndex
     from workers.llm_worker import LlmWorkerSettings
     from workers.slm_worker import Generator, SlmWorkerSettings
 
@@ -115,14 +117,29 @@ def _prepare_slm(config: Config) -> Run:
 
 def serve_slm(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator) -> None:
     """The SLM worker, told what the results topic already answers (see workers/answered.py)."""
-    from pipeline.answered_feed import answered_feed
     from workers.slm_worker import run_slm_worker
+
+    with answered_index(settings) as answered:
+        run_slm_worker(settings, stop, engine, answered=answered)
+
+
+def serve_llm(settings: LlmWorkerSettings, stop: StopFlag) -> None:
+    from workers.llm_worker import run_llm_worker
+
+    with answered_index(settings) as answered:
+        run_llm_worker(settings, stop, answered=answered)
+
+
+@contextlib.contextmanager
+def answered_index(settings: SlmWorkerSettings | LlmWorkerSettings) -> Iterator[AnsweredIndex]:
+    """An index of what the results topic already answers, fed while the worker runs."""
+    from pipeline.answered_feed import answered_feed
 
     answered, feed = answered_feed(settings.bootstrap, settings.topics.results,
                                    lookback_s=settings.answered_lookback_s,
                                    warmup_s=settings.answered_warmup_s)
     try:
-        run_slm_worker(settings, stop, engine, answered=answered)
+        yield answered
     finally:
         feed.stop()
 
@@ -146,11 +163,10 @@ def sized_for_standin(settings: LlmWorkerSettings) -> LlmWorkerSettings:
 
 def _prepare_llm(config: Config) -> Run:
     from workers.llm_standin import STANDIN_NOTICE, StandinLLM, StandinServer
-    from workers.llm_worker import run_llm_worker
 
     if config.llm_base_url or config.llm_upstreams_file:
         settings = config.llm()
-        return lambda stop: run_llm_worker(settings, stop)
+        return lambda stop: serve_llm(settings, stop)
     from workers.slm.engine import SlmEngine
 
     # no upstream: serve the SLM as a stand-in. Without the model this waits (cannot start, then
@@ -168,7 +184,7 @@ def _prepare_llm(config: Config) -> Run:
 
     def run(stop: StopFlag) -> None:
         try:
-            run_llm_worker(settings, stop)
+            serve_llm(settings, stop)
         finally:
             server.stop()
 

@@ -33,6 +33,7 @@ from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
 from topics.redact import redact, redact_optional
 from topics.schemas import DeadLetter, RouteRequest
+from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
 from workers.coalesce import RecentAnswers
 from workers.llm_client import ChatClient, LlmSettings
@@ -55,15 +56,20 @@ class LlmWorkerSettings:
     stop_grace_s: float = 5.0  # on stop, calls in flight get this long, then are cancelled (replayed)
     prices: PriceTable = field(default_factory=PriceTable)
     group: str = "pointsman-llm"
+    answered_lookback_s: float = 3600.0  # the results topic read back this far: what is answered
+    answered_warmup_s: float = 30.0
 
 
 class LlmWorker:
     def __init__(self, settings: LlmWorkerSettings, client: ChatClient,
-                 producer: PipelinedProducer | None = None) -> None:
+                 producer: PipelinedProducer | None = None,
+                 answered: AnsweredIndex | None = None) -> None:
         self.settings = settings
         self.client = client
         self.tracker = OffsetTracker()
         self.recent: RecentAnswers[Answer] = RecentAnswers()
+        # what the results topic already answers: a backlog or a replay never pays twice
+        self.answered = answered if answered is not None else AnsweredIndex()
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
         self._stop = StopFlag()  # replaced by run()'s flag
@@ -194,9 +200,11 @@ class LlmWorker:
             delay = min(delay * 2, 5.0)
 
     async def _answer(self, request: RouteRequest, picked_at: float) -> list[Outgoing]:
+        if self.answered.has_result(request.query_id):
+            return []  # its result is on the results topic already
         fp = request.fingerprint
         shared = self.calls.get(fp)
-        known = self.recent.get(fp, time.time())
+        known = self.recent.get(fp, time.time()) or self.answered.answer_for(fp)
         coalesced = shared is not None or known is not None
         if shared is not None:
             answer = await asyncio.shield(shared)
@@ -294,11 +302,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,
-                   transport: httpx.AsyncBaseTransport | None = None) -> None:
+                   transport: httpx.AsyncBaseTransport | None = None,
+                   answered: AnsweredIndex | None = None) -> None:
     async def main() -> None:
         limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
         async with httpx.AsyncClient(transport=transport, limits=limits) as http:
-            worker = LlmWorker(settings, ChatClient(settings.llm, http))
+            worker = LlmWorker(settings, ChatClient(settings.llm, http), answered=answered)
             await worker.run(stop)
 
     asyncio.run(main())

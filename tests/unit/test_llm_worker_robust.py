@@ -163,3 +163,42 @@ def test_stop_cancels_calls_still_open_after_the_grace_and_keeps_them_uncommitte
         server.stop()
     assert took < 1.5 and all(t.cancelled() for t in tasks)
     assert worker.tracker.in_flight == 3 and worker.tracker.to_commit() == {(TOPICS.route_slm, 0): 0}
+
+
+class CountingClient(StubClient):
+    def __init__(self, completion: Completion) -> None:
+        super().__init__(completion)
+        self.calls = 0
+
+    async def complete(self, *args: object, **kwargs: object) -> Completion:
+        self.calls += 1
+        return await super().complete(*args, **kwargs)
+
+
+def test_a_backlogged_request_already_answered_is_not_paid_for_again() -> None:
+    from tests.unit.test_workers import result
+    from workers.answered import AnsweredIndex
+
+    client = CountingClient(Completion("fresh", "gpt-4o-mini", 3, 4))
+    index = AnsweredIndex()
+    index.learn([result("1", "fp-x", "first answer", route="llm", completed_at=time.time())])
+    worker = LlmWorker(LlmWorkerSettings("127.0.0.1:1", TOPICS, SETTINGS), client,  # type: ignore[arg-type]
+                       RecordingProducer(), answered=index)  # type: ignore[arg-type]
+    sent: list[Outgoing] = []
+
+    async def main() -> None:
+        for offset, message in enumerate([request("1", "x", "fp-x"), request("2", "x", "fp-x"),
+                                          request("3", "y")]):
+            message._offset = offset
+            tp = (message.topic(), message.partition())
+            worker.tracker.started(tp, offset)
+            await worker._handle(message, tp)  # type: ignore[arg-type]
+        sent.extend(worker.producer.sent)  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    results = {r.query_id: r for r in split(sent)[0]}
+    # "1" has its result on the topic already; "2" asks the answered question under a new id
+    assert sorted(results) == ["2", "3"]
+    assert results["2"].route == "coalesced" and results["2"].answer == "first answer"
+    assert client.calls == 1  # only "y" reached the upstream
+    assert worker.tracker.to_commit() == {(TOPICS.route_slm, 0): 3}  # every offset moved on
