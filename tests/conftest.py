@@ -18,7 +18,7 @@ import hypothesis  # noqa: F401
 import pytest
 
 from infra import kafka
-from tests.harness import ROOT, TEST_PORT, Pipeline
+from tests.harness import TEST_PORT, Pipeline, pipeline_env
 from topics.admin import ensure_topics
 from topics.names import Topics
 
@@ -60,21 +60,6 @@ def pipeline(broker: str, tiny_model: Path, tmp_path: Path) -> Iterator[Pipeline
     prefix = f"t{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix)
     ensure_topics(broker, topics.specs(partitions=3))
-    dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    env = {
-        **os.environ,
-        "POINTSMAN_KAFKA_BOOTSTRAP": broker,
-        "POINTSMAN_TOPIC_PREFIX": prefix,
-        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
-        "POINTSMAN_CLICKHOUSE_DSN": dsn,
-        "POINTSMAN_SLM_MODEL": str(tiny_model),
-        "POINTSMAN_SLM_THREADS": "1",
-        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
-        "POINTSMAN_SEMANTIC_CACHE": "off",  # exact counts per route; test_semantic_live turns it on
-        "PYTHONPATH": str(ROOT),
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Pipeline(env, topics, dsn, logs)
+    running = Pipeline.for_test(pipeline_env(broker, prefix, tmp_path, tiny_model), topics, tmp_path)
     yield running
     running.close()

@@ -40,6 +40,24 @@ def free_port_pair() -> int:
 TEST_PORT = int(os.environ.get("POINTSMAN_TEST_KAFKA_PORT") or free_port_pair())
 
 
+def pipeline_env(bootstrap: str, prefix: str, tmp_path: Path, tiny_model: Path,
+                 **extra: str) -> dict[str, str]:
+    """The environment of one test's role processes: its own topics, database and data dir."""
+    return {
+        **os.environ,
+        "POINTSMAN_KAFKA_BOOTSTRAP": bootstrap,
+        "POINTSMAN_TOPIC_PREFIX": prefix,
+        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
+        "POINTSMAN_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+        "POINTSMAN_SLM_MODEL": str(tiny_model),
+        "POINTSMAN_SLM_THREADS": "1",
+        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
+        "POINTSMAN_SEMANTIC_CACHE": "off",  # exact counts per route; test_semantic_live turns it on
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
 @dataclass
 class Pipeline:
     """Role processes for one test, each a real `pointsman run ROLE` process."""
@@ -49,6 +67,12 @@ class Pipeline:
     dsn: str
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def for_test(cls, env: dict[str, str], topics: Topics, tmp_path: Path) -> Pipeline:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        return cls(env, topics, env["POINTSMAN_CLICKHOUSE_DSN"], logs)
 
     def start(self, *roles: str) -> None:
         for role in roles:

@@ -30,7 +30,9 @@ def _ms(value: object) -> float:
 def outcome(pipeline: Pipeline, fault: str, sent: int, valid: set[str], malformed: int) -> dict:
     """The invariant's numbers: every valid id exactly one row, every malformed one letter."""
     reader = pipeline.reader()
-    rows = reader.query("SELECT query_id, count() FROM pointsman.results GROUP BY query_id")[1]
+    # a row is one (tenant, id, content): two tenants, or two texts, under one id are two rows
+    rows = reader.query("SELECT query_id, count() FROM pointsman.results "
+                        "GROUP BY tenant, query_id, fingerprint")[1]
     final_ids = {r[0] for r in reader.query("SELECT query_id FROM pointsman.results FINAL")[1]}
     letters, failures = reader.query(
         "SELECT countIf(query_id = ''), countIf(query_id != '') FROM pointsman.dead_letters FINAL")[1][0]
@@ -38,7 +40,8 @@ def outcome(pipeline: Pipeline, fault: str, sent: int, valid: set[str], malforme
         "SELECT count() FROM pointsman.results FINAL WHERE error != '' AND query_id NOT IN "
         "(SELECT query_id FROM pointsman.dead_letters FINAL)")[1][0][0])
     duplicated = int(reader.query(
-        "SELECT count() - uniqExact(query_id) FROM pointsman.results FINAL")[1][0][0])
+        "SELECT count() - uniqExact(tenant, query_id, fingerprint) FROM pointsman.results FINAL"
+    )[1][0][0])
     errors = int(reader.query(
         "SELECT countIf(error != '') FROM pointsman.results FINAL")[1][0][0])
     ok = reader.query(

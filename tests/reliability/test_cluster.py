@@ -5,7 +5,6 @@ valid query id exactly one row, every malformed line one dead letter, nothing lo
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from infra.kafka_cluster import LocalKafkaCluster
 from pipeline.config import Config
 from pipeline.roles import ROLES
-from tests.harness import ROOT, Pipeline
+from tests.harness import Pipeline, pipeline_env
 from tests.integration.test_pipeline import LETTERS, RESULTS, send
 from tests.integration.workload import make_workload
 from tests.reliability.conftest import outcome
@@ -53,25 +52,11 @@ def cluster_pipeline(cluster: LocalKafkaCluster, tiny_model: Path, upstream: Sta
     prefix = f"c{uuid.uuid4().hex[:8]}."
     topics = Topics(prefix, REPLICATION, MIN_ISR)
     ensure_topics(cluster.bootstrap, topics.specs(partitions=3))
-    dsn = f"chdb://{tmp_path / 'clickhouse'}"
-    env = {
-        **os.environ,
-        "POINTSMAN_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "POINTSMAN_REPLICATION_FACTOR": str(REPLICATION),
-        "POINTSMAN_MIN_INSYNC_REPLICAS": str(MIN_ISR),
-        "POINTSMAN_TOPIC_PREFIX": prefix,
-        "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
-        "POINTSMAN_CLICKHOUSE_DSN": dsn,
-        "POINTSMAN_SLM_MODEL": str(tiny_model),
-        "POINTSMAN_SLM_THREADS": "1",
-        "POINTSMAN_SLM_ESCALATE_BELOW": "0",
-        "POINTSMAN_SEMANTIC_CACHE": "off",
-        "POINTSMAN_LLM_BASE_URL": upstream.base_url,
-        "PYTHONPATH": str(ROOT),
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Pipeline(env, topics, dsn, logs)
+    env = pipeline_env(cluster.bootstrap, prefix, tmp_path, tiny_model,
+                       POINTSMAN_REPLICATION_FACTOR=str(REPLICATION),
+                       POINTSMAN_MIN_INSYNC_REPLICAS=str(MIN_ISR),
+                       POINTSMAN_LLM_BASE_URL=upstream.base_url)
+    running = Pipeline.for_test(env, topics, tmp_path)
     yield running
     running.close()
 
