@@ -45,6 +45,9 @@ def test_up_status_down(own_env: dict[str, str]) -> None:
     assert "stopped" in pointsman(own_env, "status").stdout
 
 
+# prepares the real model from scratch (minutes on a busy 2-core machine): the demo's own 900 s
+# bound applies, not the suite's default 300 s
+@pytest.mark.timeout(960)
 def test_demo_runs_the_real_model_end_to_end(own_env: dict[str, str]) -> None:
     demo = pointsman(own_env, "demo", timeout=900)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
