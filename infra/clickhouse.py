@@ -182,11 +182,12 @@ class Database:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._lock = threading.Lock()
+        # one engine call at a time; a read-only session on the same embedded engine shares it
+        self.lock = threading.Lock()
 
     def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         """Insert, or raise RowsRefused (these rows) or RetryableError (the database)."""
-        with self._lock:
+        with self.lock:
             try:
                 self.client.insert(table, rows, column_names=columns)
                 return
@@ -198,7 +199,7 @@ class Database:
 
     def reachable(self) -> bool:
         """A probe: whether the database answers at all (so a refusal is about the rows)."""
-        with self._lock:
+        with self.lock:
             try:
                 self.client.query("SELECT 1")
                 return True
@@ -206,14 +207,14 @@ class Database:
                 return False
 
     def command(self, sql: str) -> None:
-        with self._lock:
+        with self.lock:
             try:
                 self.client.command(sql)
             except ClickHouseError as exc:
                 raise PermanentError(str(exc).strip()) from None
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._lock:
+        with self.lock:
             try:
                 result = self.client.query(sql)
             except ClickHouseError as exc:

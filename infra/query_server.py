@@ -96,7 +96,7 @@ class QueryServer:
     and inserts still take turns on the one engine as before."""
 
     def __init__(self, database: Database, dsn: str) -> None:
-        self.reader = ReadOnlyReader(dsn, lock=database._lock)
+        self.reader = ReadOnlyReader(dsn, lock=database.lock)
         self.file = endpoint_file(dsn)
         self.token = secrets.token_hex(16)
         server = self
