@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from infra.kafka import LocalKafkaConfig
 from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
 from pipeline.sink import SinkSettings
-from topics.errors import ConfigError
 from topics.names import Topics
 from workers.llm_client import LlmSettings
 from workers.llm_worker import LlmWorkerSettings
@@ -154,14 +152,11 @@ class Config:
         return Topics(self.topic_prefix, self.replication_factor, self.min_insync_replicas)
 
     def secrets(self) -> list[str]:
-        """Every secret this configuration holds: API keys (the upstreams file's too) and the
-        DSN's password. They are redacted from all output (topics/redact.py)."""
-        found = [self.llm_api_key]
-        if self.llm_upstreams_file:
-            with contextlib.suppress(ConfigError):  # the llm role reports a bad file itself
-                found += [u.api_key for u in load_upstreams(Path(self.llm_upstreams_file))[0]]
+        """The secrets this configuration holds itself: the API key and the DSN's password (an
+        upstreams file's keys register when the file is read: workers/upstreams.py). They are
+        redacted from all output (topics/redact.py)."""
         password = urlsplit(self.dsn).password if "://" in self.dsn else None
-        return [s for s in (*found, password) if s]
+        return [s for s in (self.llm_api_key, password) if s]
 
     def group(self, role: str) -> str:
         return f"{self.topic_prefix}pointsman-{role}"

@@ -24,7 +24,13 @@ from pipeline.semantic.cache import Lookup, SemanticCache, SemanticEntry, key_fo
 from pipeline.validate import Limits, validate
 from topics.codec import encode, raw_text
 from topics.errors import InvalidMessage
-from topics.limits import MAX_MESSAGE_BYTES, encode_dead_letter, encode_result, truncate_marked
+from topics.limits import (
+    MAX_MESSAGE_BYTES,
+    encode_dead_letter,
+    encode_result,
+    printable,
+    truncate_marked,
+)
 from topics.names import Topics
 from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, Timings
 
@@ -188,15 +194,10 @@ class RouterCore:
     def _dead_letter(self, message: Incoming, reason: str, origin: str) -> Outgoing:
         # an oversized query is kept as a marked head of its bytes: enough to see what it was
         letter = DeadLetter(
-            reason=_printable(reason),
+            reason=printable(reason, 4000),
             raw=truncate_marked(raw_text(message.value), self.limits.max_query_bytes),
             source_topic=message.topic, partition=message.partition, offset=message.offset,
             key=truncate_marked(raw_text(message.key), 1024) if message.key is not None else None,
             failed_at=self.clock(),
         )
         return Outgoing(self.topics.deadletter, origin.encode(), encode_dead_letter(letter))
-
-
-def _printable(reason: str) -> str:
-    """A reason that always encodes (an exception's text may hold lone surrogates), kept short."""
-    return truncate_marked(reason.encode("utf-8", "backslashreplace").decode("utf-8"), 4000)

@@ -75,7 +75,7 @@ def _prepare_router(config: Config) -> Run:
 
 
 def _cannot_start(role: str, exc: Exception) -> NoReturn:
-    reason = redact(one_line(exc))  # an error may quote a DSN or a key: never pass those on
+    reason = one_line(exc)  # redacted: an error may quote a DSN or a key, never pass those on
     if not isinstance(exc, PointsmanError):  # a bug, not a setup problem: keep its trace for -v
         log.info("role %s failed to start", role, exc_info=exc)
     reason_file = os.environ.get(REASON_FILE_ENV)
@@ -89,7 +89,7 @@ def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if not isinstance(exc, PointsmanError):
         text = f"{type(exc).__name__}: {text}"
-    return text[:500]
+    return redact(text)[:500]  # redact before cutting: a cut key would no longer match
 
 
 def ensure_model(config: Config, say: Callable[[str], None] = print) -> None:

@@ -227,7 +227,8 @@ class RouterWorker(faust.Worker):
 
 
 def run_router(settings: RouterSettings, *, loglevel: str = "warn") -> None:
-    """Run until SIGINT/SIGTERM (Faust's worker installs the handlers and shuts down cleanly)."""
+    """Run until SIGINT/SIGTERM: Faust's worker shuts down cleanly, or after `stop_grace_s`
+    exits without the final commit (RouterWorker)."""
     app = build_app(settings)
     worker = RouterWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.grace_s = settings.stop_grace_s

@@ -37,7 +37,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from infra.clickhouse import DEFAULT_RETENTION_DAYS, Database, RowsRefused, apply_retention
 from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
-from topics.limits import truncate_marked
+from topics.limits import printable
 from topics.names import Topics
 from topics.schemas import DeadLetter, Result
 from workers.loop import LoopSettings, StopFlag, run_loop
@@ -170,11 +170,6 @@ def dead_letter_row(d: DeadLetter) -> list[Any]:
     ]
 
 
-def _text(value: str, max_bytes: int) -> str:
-    """Text any encoder takes (no lone surrogates), cut to `max_bytes`."""
-    return truncate_marked(value.encode("utf-8", "backslashreplace").decode("utf-8"), max_bytes)
-
-
 def _clamp(value: int, bits: int) -> int:
     return max(-(2 ** (bits - 1)), min(value, 2 ** (bits - 1) - 1))
 
@@ -188,11 +183,12 @@ def fallback_letter(origin: Origin, reason: str) -> Row:
     ms = origin.timestamp_ms
     failed_at = (datetime.fromtimestamp(ms / 1000, tz=UTC) if ms is not None and 0 <= ms < _LATEST_MS
                  else datetime.now(tz=UTC))
-    topic = _text(origin.topic, 1000)
+    topic = printable(origin.topic, 1000)
     values = [
         f"{topic}:{origin.partition}:{origin.offset}", topic, _clamp(origin.partition, 32),
-        _clamp(origin.offset, 64), _text(reason, 4000), raw_text(origin.raw), raw_text(origin.key),
-        _text(origin.query_id, 1000), _text(origin.tenant, 1000), failed_at,
+        _clamp(origin.offset, 64), printable(reason, 4000), raw_text(origin.raw),
+        raw_text(origin.key),
+        printable(origin.query_id, 1000), printable(origin.tenant, 1000), failed_at,
     ]
     return Row(values, _month(failed_at), origin)
 
@@ -228,9 +224,11 @@ class SinkWriter:
                 unstored.append((origin, f"sink: undecodable: {exc.reason}"))
             except ROW_ERRORS as exc:
                 unstored.append((origin, f"sink: cannot make a row: {exc}"))
+        stored = len(results) + len(letters)
         for table, rows, columns in ((RESULTS_TABLE, results, RESULT_COLUMNS),
                                      (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS)):
             for row, reason in self._store(table, rows, columns):
+                stored -= 1
                 unstored.append((row.origin, f"sink: ClickHouse refused the row: {reason}"))
         fallbacks = [fallback_letter(origin, reason) for origin, reason in unstored]
         for origin, reason in unstored:
@@ -241,7 +239,7 @@ class SinkWriter:
                 self._insert(LETTERS_TABLE, DEAD_LETTER_COLUMNS, chunk)
             except RowsRefused as exc:  # cannot happen by construction; if it does, keep the batch
                 raise RetryableError(f"ClickHouse refused a sink dead letter: {exc.reason}") from None
-        self.rows_written += len(results) + len(letters) + len(fallbacks)
+        self.rows_written += stored + len(fallbacks)
         self.dead_lettered += len(fallbacks)
 
     def _store(self, table: str, rows: list[Row], columns: list[str]) -> list[tuple[Row, str]]:

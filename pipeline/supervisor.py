@@ -88,8 +88,8 @@ class Supervisor:
             signal.signal(sig, lambda *_: self.request_stop())
 
     def watch(self) -> None:
-        """Until request_stop (SIGINT/SIGTERM): restart roles that exit, then stop them all."""
-        self.install_signal_handlers()
+        """Until request_stop (SIGINT/SIGTERM, handlers installed by `run`): restart roles that
+        exit, then stop them all."""
         while not self._stopping:
             self.check()
             self._sleep(0.2)

@@ -32,6 +32,12 @@ def truncate_marked(text: str, max_bytes: int) -> str:
     return head + mark.format(len(head.encode("utf-8", errors="surrogatepass")))
 
 
+def printable(text: str, max_bytes: int) -> str:
+    """Text every encoder takes (lone surrogates, as in some exception texts, become escapes),
+    cut to `max_bytes` with a mark."""
+    return truncate_marked(text.encode("utf-8", "backslashreplace").decode("utf-8"), max_bytes)
+
+
 def _shrunk(encode_with: Callable[[str], bytes], text: str, limit: int) -> bytes:
     """Encode with ever shorter `text` until the value fits. JSON escaping can grow text up to
     six-fold, so the cut scales with what the last try came to."""
@@ -54,9 +60,16 @@ def encode_result(result: Result, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     value = encode(result)
     if len(value) <= limit:
         return value
-    if result.error and len(result.error) > len(result.answer):
-        return _shrunk(lambda t: encode(msgspec.structs.replace(result, error=t)), result.error, limit)
-    return _shrunk(lambda t: encode(msgspec.structs.replace(result, answer=t)), result.answer, limit)
+    # the larger text first; if the other alone is still too large, it is cut as well
+    first, second = sorted(("answer", "error"), key=lambda f: -len(getattr(result, f) or ""))
+    for field in (first, second):
+        text = getattr(result, field) or ""
+        value = _shrunk(lambda t, f=field, r=result: encode(msgspec.structs.replace(r, **{f: t})),
+                        text, limit)
+        if len(value) <= limit:
+            return value
+        result = msgspec.structs.replace(result, **{field: truncate_marked(text, 4000)})
+    return encode(result)
 
 
 def encode_dead_letter(letter: DeadLetter, limit: int = MAX_MESSAGE_BYTES) -> bytes:

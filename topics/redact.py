@@ -51,7 +51,11 @@ def redact_optional(text: str | None) -> str | None:
 def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
     if not _secrets:
         return record
-    record.msg, record.args = redact(record.getMessage()), None
+    try:
+        message = record.getMessage()
+    except Exception:  # a format string that does not fit its args: log it anyway, never raise
+        message = f"{record.msg!r} % {record.args!r}"
+    record.msg, record.args = redact(message), None
     if record.exc_info and record.exc_info[1] is not None:
         # formatters reuse exc_text when it is set: render the traceback now, redacted
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info))

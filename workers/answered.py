@@ -7,8 +7,10 @@ itself (every partition, from a lookback: pipeline/cache_feed.py ResultsFeed, wi
 in pipeline/roles.py), so it knows every answer any worker produced, and survives restarts.
 
 Two questions, two rules:
-- `has_result(query_id)`: this very query already has a result on the topic. The worker skips
-  it: commits, sends nothing (the result is durable already; the sink keeps one row per id).
+- `has_result(query_id, fingerprint)`: this very query (this id with this content; the
+  fingerprint covers the tenant too) already has a result on the topic. The worker skips it:
+  commits, sends nothing (the result is durable already, and the sink keeps one row per query).
+  Another tenant's or another text's query under the same id is a query of its own.
 - `answer_for(fingerprint)`: the same question was answered for another query id. The worker
   answers it as `coalesced` from that answer, without inference.
 Failed results teach neither: a query whose answer was an error deserves another try.
@@ -39,7 +41,7 @@ class AnsweredIndex:
         self.max_answers = max_answers
         self.clock = clock
         self._lock = threading.Lock()
-        self._query_ids: OrderedDict[str, float] = OrderedDict()  # id -> completed_at
+        self._queries: OrderedDict[tuple[str, str], float] = OrderedDict()  # (id, fp) -> completed_at
         self._answers: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
         self.learned = 0
 
@@ -50,14 +52,14 @@ class AnsweredIndex:
                     continue
                 self.learned += 1
                 at = result.completed_at or self.clock()
-                _put(self._query_ids, result.query_id, at, self.max_query_ids)
+                _put(self._queries, (result.query_id, result.fingerprint), at, self.max_query_ids)
                 if result.route in ANSWERING_ROUTES and result.fingerprint:
                     answer = Answer(result.answer, result.model, confidence=result.confidence)
                     _put(self._answers, result.fingerprint, (at, answer), self.max_answers)
 
-    def has_result(self, query_id: str) -> bool:
+    def has_result(self, query_id: str, fingerprint: str) -> bool:
         with self._lock:
-            at = self._query_ids.get(query_id)
+            at = self._queries.get((query_id, fingerprint))
             return at is not None and self.clock() - at <= self.ttl_s
 
     def answer_for(self, fingerprint: str) -> Answer | None:
@@ -68,7 +70,7 @@ class AnsweredIndex:
             return item[1]
 
 
-def _put(items: OrderedDict, key: str, value: object, bound: int) -> None:
+def _put(items: OrderedDict, key: object, value: object, bound: int) -> None:
     items[key] = value
     items.move_to_end(key)
     while len(items) > bound:

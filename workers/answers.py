@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from confluent_kafka import Message
 
 from infra.kafka_io import Outgoing
-from topics.codec import decode, encode, raw_text
+from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage
+from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
 from topics.schemas import DeadLetter, Result, Route, RouteRequest, Timings
 from workers.coalesce import Group
@@ -49,7 +50,7 @@ def decode_requests(
                 offset=message.offset(), failed_at=now,
             )
             key = f"{message.topic()}:{message.partition()}:{message.offset()}".encode()
-            dead.append(Outgoing(topics.deadletter, key, encode(letter)))
+            dead.append(Outgoing(topics.deadletter, key, encode_dead_letter(letter)))
     return picked, dead
 
 
@@ -85,5 +86,5 @@ def results_for_group(
     out = []
     for i, request in enumerate([group.leader, *group.followers]):
         result = result_for(request, answer, route, picked_at, coalesced=i > 0 or leader_coalesced)
-        out.append(Outgoing(topics.results, request.query_id.encode(), encode(result)))
+        out.append(Outgoing(topics.results, request.query_id.encode(), encode_result(result)))
     return out

@@ -200,7 +200,7 @@ class LlmWorker:
             delay = min(delay * 2, 5.0)
 
     async def _answer(self, request: RouteRequest, picked_at: float) -> list[Outgoing]:
-        if self.answered.has_result(request.query_id):
+        if self.answered.has_result(request.query_id, request.fingerprint):
             return []  # its result is on the results topic already
         fp = request.fingerprint
         shared = self.calls.get(fp)

@@ -65,7 +65,8 @@ class SlmHandler:
     def __call__(self, messages: list[Message]) -> list[Outgoing]:
         topics = self.settings.topics
         picked, out = decode_requests(messages, topics)
-        fresh = [p.request for p in picked if not self.answered.has_result(p.request.query_id)]
+        fresh = [p.request for p in picked
+                 if not self.answered.has_result(p.request.query_id, p.request.fingerprint)]
         if len(fresh) < len(picked):
             # replayed or backlogged: its result is on the results topic already; commit, resend nothing
             self.skipped += len(picked) - len(fresh)

@@ -70,3 +70,11 @@ def test_encoded_outputs_carry_no_secret(secret: str) -> None:
     result = Result(query_id="q", tenant="t", route="llm", error=f"401: Bearer {secret}")
     letter = DeadLetter(reason=f"401: Bearer {secret}", raw=f'{{"k": "{secret}"}}', source_topic="q")
     assert secret.encode() not in encode_result(result) + encode_dead_letter(letter)
+
+
+def test_a_result_with_a_huge_answer_and_a_huge_error_still_fits() -> None:
+    both = Result(query_id="q", tenant="t", route="llm", answer="a" * 2_000_000, error="e" * 1_500_000)
+    value = encode_result(both)
+    assert len(value) <= MAX_MESSAGE_BYTES
+    back = decode(value, Result)
+    assert "truncated" in back.answer and "truncated" in (back.error or "")

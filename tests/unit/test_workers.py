@@ -243,15 +243,17 @@ def test_answered_index_knows_ids_and_fingerprints_from_successful_results_only(
     index = AnsweredIndex(ttl_s=60, max_query_ids=2, clock=lambda: now[0])
     index.learn([result("1", "fp-a", "A"), result("2", "fp-b", error="llm failed: 500"),
                  result("3", "fp-c", route="semantic_cache")])
-    assert index.has_result("1") and not index.has_result("2")  # a failure deserves a retry
+    assert index.has_result("1", "fp-a") and not index.has_result("2", "fp-b")  # a failure: retry
+    # the same id with other content (another text, or another tenant) is a query of its own
+    assert not index.has_result("1", "fp-other")
     assert index.answer_for("fp-a") == Answer("A", "m")
     assert index.answer_for("fp-b") is None
     # a semantic-cache answer belongs to another question's fingerprint: not learned as one
-    assert index.has_result("3") and index.answer_for("fp-c") is None
+    assert index.has_result("3", "fp-c") and index.answer_for("fp-c") is None
     index.learn([result("4", "fp-d")])  # bounded: the oldest id goes first
-    assert not index.has_result("1") and index.has_result("4")
+    assert not index.has_result("1", "fp-a") and index.has_result("4", "fp-d")
     now[0] += 61  # past the lookback: forgotten, as the results read-back would not see it
-    assert not index.has_result("4") and index.answer_for("fp-a") is None
+    assert not index.has_result("4", "fp-d") and index.answer_for("fp-a") is None
 
 
 def test_slm_skips_answered_query_ids_and_coalesces_answered_fingerprints() -> None:
