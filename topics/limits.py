@@ -51,7 +51,7 @@ def _shrunk(encode_with: Callable[[str], bytes], text: str, limit: int) -> bytes
 
 def encode_result(result: Result, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     result = msgspec.structs.replace(result, error=redact_optional(result.error),
-                                     answer=redact(result.answer))
+                                     answer=redact(result.answer), model=redact(result.model))
     value = encode(result)
     if len(value) <= limit:
         return value

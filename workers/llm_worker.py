@@ -8,15 +8,14 @@ builds lag in Kafka, not memory in this process. Identical queries in flight sha
 Nothing that goes wrong with one message pins its partition: any exception while decoding,
 answering or encoding it becomes an error result (when the message is a readable route request)
 and a dead letter, and its offset moves on. Every text that leaves (results, dead letters, log
-lines) passes through topics.redact, and outputs are encoded by topics.limits so they always fit
-the broker. On stop, calls in flight get `stop_grace_s` to finish; the rest are cancelled and
+lines) is redacted: outputs by topics.limits, which also makes them fit the broker, and log
+lines here. On stop, calls in flight get `stop_grace_s` to finish; the rest are cancelled and
 their offsets stay uncommitted, so they replay on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import traceback
@@ -31,7 +30,7 @@ from topics.codec import decode, encode, raw_text
 from topics.errors import PointsmanError, RetryableError
 from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
-from topics.redact import redact, redact_optional
+from topics.redact import redact
 from topics.schemas import DeadLetter, RouteRequest
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
@@ -154,7 +153,7 @@ class LlmWorker:
     def _failed(self, message: Message, exc: BaseException) -> list[Outgoing]:
         """An error result and a dead letter for a message whose handling raised; just the dead
         letter (keyed by offset) if even that cannot be built."""
-        reason = redact(f"llm worker failed: internal error: {exc!r}")
+        reason = f"llm worker failed: internal error: {exc!r}"  # redacted by topics.limits
         try:
             request = decode(message.value(), RouteRequest)
             answer = Answer("", self.client.settings.model, error=reason)
@@ -165,7 +164,7 @@ class LlmWorker:
                     self._dead_letter(request, reason)]
         except Exception:
             letter = DeadLetter(
-                reason=reason, raw=redact(raw_text(message.value())), source_topic=message.topic(),
+                reason=reason, raw=raw_text(message.value()), source_topic=message.topic(),
                 partition=message.partition(), offset=message.offset(), failed_at=time.time(),
             )
             key = f"{message.topic()}:{message.partition()}:{message.offset()}".encode()
@@ -174,7 +173,7 @@ class LlmWorker:
     async def _deliver(self, out: list[Outgoing], tp: tuple[str, int], offset: int,
                        fallback: Callable[[Exception], list[Outgoing]] | None = None) -> bool:
         """Send until the broker acknowledges (a resend may duplicate a result; the sink keeps
-        one row per query id). Gives up only when stopping: the offset then stays uncommitted
+        one row per query). Gives up only when stopping: the offset then stays uncommitted
         and the message is replayed on restart. If the outputs themselves are refused (not a
         broker hiccup), they are replaced once by `fallback`'s error outputs."""
         delay = 0.1
@@ -223,7 +222,6 @@ class LlmWorker:
                 del self.calls[fp]
             if answer.error is None:
                 self.recent.put(fp, answer, time.time())
-        answer = _scrubbed(answer)
         route = "escalated" if request.escalation else "llm"
         result = result_for(request, answer, route, picked_at, coalesced=coalesced)
         topics = self.settings.topics
@@ -261,7 +259,7 @@ class LlmWorker:
 
     def _dead_letter(self, request: RouteRequest, error: str) -> Outgoing:
         letter = DeadLetter(
-            reason=redact(error), raw=redact(encode(request.query).decode()),
+            reason=error, raw=encode(request.query).decode(),
             source_topic=self.settings.topics.route_llm, query_id=request.query_id,
             tenant=request.query.tenant, failed_at=time.time(),
         )
@@ -282,12 +280,6 @@ class LlmWorker:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(consumer, revoked)
         self.tracker.forget(revoked)
-
-
-def _scrubbed(answer: Answer) -> Answer:
-    """The answer with every registered secret redacted (an upstream may echo a key anywhere)."""
-    return dataclasses.replace(answer, text=redact(answer.text), model=redact(answer.model),
-                               error=redact_optional(answer.error))
 
 
 def _log_unexpected(what: str, exc: BaseException) -> None:
