@@ -152,8 +152,8 @@ class Config:
         return Topics(self.topic_prefix, self.replication_factor, self.min_insync_replicas)
 
     def secrets(self) -> list[str]:
-        """The secrets this configuration holds itself: the API key and the DSN's password (an
-        upstreams file's keys register when the file is read: workers/upstreams.py). They are
+        """The secrets this configuration holds itself: the API key and the DSN's password (every
+        upstream's key registers when the chat client is built: workers/llm_client.py). They are
         redacted from all output (topics/redact.py)."""
         password = urlsplit(self.dsn).password if "://" in self.dsn else None
         return [s for s in (self.llm_api_key, password) if s]

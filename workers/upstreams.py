@@ -16,7 +16,7 @@ file (POINTSMAN_LLM_UPSTREAMS_FILE), tried in file order:
     "gpt-4o-mini" = [0.15, 0.60]
 
 Keys are read once, held in memory only, and never appear in a repr, a log line or a result:
-each is registered with topics.redact as it is read.
+the chat client registers each with topics.redact (workers/llm_client.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from topics.errors import ConfigError
-from topics.redact import register_secret
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,6 @@ class Upstream:
 
 
 def resolve_key(entry: Mapping[str, object], env: Mapping[str, str]) -> str:
-    """The key, registered for redaction as soon as it is read."""
-    key = _read_key(entry, env)
-    register_secret(key)
-    return key
-
-
-def _read_key(entry: Mapping[str, object], env: Mapping[str, str]) -> str:
     if "api_key" in entry:
         raise ConfigError("put API keys in api_key_env or api_key_file, not in the upstreams file")
     if name := entry.get("api_key_env"):
