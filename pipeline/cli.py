@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
     evaluate.add_argument("what", choices=["cache", "router"])
     evaluate.add_argument("--json", action="store_true")
+    label = sub.add_parser("label", help="label our own SLM right/wrong on the train splits (package data)")
+    label.add_argument("what", choices=["slm"])
+    label.add_argument("--set", dest="sets", choices=["mmlu", "gsm8k", "all"], default="all")
+    label.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
+    label.add_argument("--out", type=Path, default=None)
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)
     quantize.add_argument("dst", type=Path)
@@ -127,6 +132,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             batches = tuple(int(b) for b in args.batches.split(","))
             return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,
                                       as_json=args.json, kernels=args.kernels)
+        case "label":
+            from pipeline.eval.label_slm import LABELS_FILE, SETS, run_label_slm
+
+            sets = SETS if args.sets == "all" else (args.sets,)
+            return run_label_slm(commands.console, config.slm_model, sets=sets, limit=args.limit,
+                                 out=args.out or LABELS_FILE, threads=config.slm_threads)
         case "quantize":
             return commands.quantize(args.src, args.dst, method=args.method)
         case "models":

@@ -1,0 +1,150 @@
+"""`pointsman label slm`: run the shipped SLM over the train splits and record, per prompt, if it was right.
+
+Output: pipeline/routing/data/slm_labels.jsonl.gz (one object a line: the prompt, its gold answer,
+the strong and weak models' recorded outcomes, the SLM's answer, whether it was right, its
+confidence and tokens) and slm_labels.json (provenance: model and its checksum, engine settings,
+sources, counts, accuracy, when and how long). Greedy decoding with the same messages and answer
+budget the pipeline sends (labelled.query_text / max_tokens), in micro-batches like the SLM worker.
+Resumable: prompts already in the output are skipped, so an interrupted run goes on where it was.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set
+
+LABELS_FILE = Path(__file__).resolve().parents[1] / "routing" / "data" / "slm_labels.jsonl.gz"
+SETS = ("mmlu", "gsm8k")
+SOURCES = {
+    "mmlu": "RouteLLM MMLU prompts (shared/data/routellm/mmlu, Apache-2.0) joined with MMLU-Redux gold "
+            "(shared/data/mmlu-redux, CC-BY-4.0); train subjects only (pipeline.routing.train.split)",
+    "gsm8k": "RouteLLM GSM8K prompts and responses (shared/data/routellm/gsm8k_responses.csv, Apache-2.0); "
+             "train half only (pipeline.routing.train.gsm8k_split)",
+}
+
+
+def prompt_key(prompt: LabelledPrompt) -> str:
+    return hashlib.blake2b(prompt.text.encode(), digest_size=8).hexdigest()
+
+
+def read_labels(path: Path = LABELS_FILE) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def labelled_prompt(row: dict[str, Any]) -> LabelledPrompt:
+    return LabelledPrompt(row["question"], tuple(row["choices"]), row["answer"], row["strong_correct"],
+                          row["dataset"], row["group"], row["weak_correct"])
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_checksum(model_dir: Path) -> str:
+    """sha256 over the model's graph and weight files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix in (".onnx", ".data") or path.name.endswith(".onnx.data"):
+            digest.update(path.name.encode() + _file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def label_rows(engine: Any, prompts: Sequence[LabelledPrompt], batch: int) -> list[dict[str, Any]]:
+    """One engine call per micro-batch (prompts of a batch share one answer budget)."""
+    messages = [[{"role": "user", "content": p.text}] for p in prompts]
+    generations = engine.generate(messages, max_tokens=[p.max_tokens for p in prompts], temperature=0.0)
+    rows = []
+    for prompt, gen in zip(prompts, generations, strict=True):
+        row = asdict(prompt)
+        row["choices"] = list(prompt.choices)
+        row.update(key=prompt_key(prompt), slm_answer=gen.text, slm_correct=is_correct(prompt, gen.text),
+                   confidence=round(float(gen.confidence), 6), prompt_tokens=gen.prompt_tokens,
+                   completion_tokens=gen.completion_tokens, finish_reason=gen.finish_reason)
+        rows.append(row)
+    return rows
+
+
+def run_label_slm(console: Console, model_dir: Path, *, sets: Sequence[str] = SETS, limit: int | None = None,
+                  out: Path = LABELS_FILE, batch: int = 16, threads: int = 2) -> int:
+    from workers.slm.engine import SlmEngine
+
+    if not (model_dir / "model.onnx").exists():
+        console.print(f"no model in {model_dir}: run `pointsman models prepare` first")
+        return 1
+    done = {row["key"] for row in read_labels(out)}
+    todo: list[LabelledPrompt] = []
+    for name in sets:
+        prompts = labelled_set(name, "train")
+        todo += [p for p in (prompts[:limit] if limit else prompts) if prompt_key(p) not in done]
+    todo.sort(key=lambda p: (p.max_tokens, len(p.text)))  # like lengths batch with little padding
+    console.print(f"labelling {len(todo)} prompts with {model_dir.name} ({len(done)} already in {out.name})")
+    engine = SlmEngine(model_dir, threads=threads)
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("SLM answers", total=len(todo))
+        for i in range(0, len(todo), batch):
+            rows = label_rows(engine, todo[i:i + batch], batch)
+            with gzip.open(out, "at", encoding="utf-8") as f:  # one gzip member per batch: resumable
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            progress.advance(task, len(rows))
+    rows = read_labels(out)
+    provenance = write_provenance(out, rows, model_dir, engine, time.monotonic() - started, batch, threads)
+    for name, stats in provenance["sets"].items():
+        console.print(f"{name}: {stats['prompts']} prompts, SLM right on {stats['slm_accuracy']:.1%}, "
+                      f"strong model right on {stats['strong_accuracy']:.1%}")
+    console.print(f"wrote {out} and {out.with_suffix('').with_suffix('.json').name}")
+    return 0
+
+
+def write_provenance(out: Path, rows: list[dict[str, Any]], model_dir: Path, engine: Any, seconds: float,
+                     batch: int, threads: int) -> dict[str, Any]:
+    import numpy
+    import onnxruntime
+
+    sets: dict[str, Any] = {}
+    for name in sorted({r["dataset"] for r in rows}):
+        mine = [r for r in rows if r["dataset"] == name]
+        sets[name] = {"prompts": len(mine), "source": SOURCES.get(name, ""),
+                      "slm_accuracy": sum(r["slm_correct"] for r in mine) / len(mine),
+                      "strong_accuracy": sum(bool(r["strong_correct"]) for r in mine) / len(mine)}
+    quantize = model_dir / "quantize.json"
+    provenance = {
+        "command": "pointsman label slm", "model": model_dir.name, "model_sha256": model_checksum(model_dir),
+        "quantize": json.loads(quantize.read_text()) if quantize.exists() else None,
+        "engine": {"name": engine.model_name, "decoding": "greedy", "batch": batch, "threads": threads},
+        "versions": {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
+                     "python": platform.python_version()},
+        "machine": platform.machine(), "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "last_run_seconds": round(seconds, 1), "sets": sets,
+    }
+    out.with_suffix("").with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
+    return provenance
