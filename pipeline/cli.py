@@ -58,10 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
     evaluate.add_argument("what", choices=["cache", "router"])
     evaluate.add_argument("--json", action="store_true")
+    train = sub.add_parser("train", help="refit the router and write the model file it reloads")
+    train.add_argument("what", choices=["router"])
+    train.add_argument("--from-clickhouse", action="store_true",
+                       help="add the judged outcomes in pointsman.evaluations (shadow evaluation)")
+    train.add_argument("--out", type=Path, default=None, help="default: POINTSMAN_ROUTER_MODEL")
+    train.add_argument("--json", action="store_true")
     label = sub.add_parser("label", help="label our own SLM right/wrong on the train splits (package data)")
     label.add_argument("what", choices=["slm"])
     label.add_argument("--set", dest="sets", choices=["mmlu", "gsm8k", "all"], default="all")
-    label.add_argument("--limit", type=int, default=None, help="first N prompts of each set")
+    label.add_argument("--limit", type=int, default=None, help="a deterministic sample of N prompts of each set")
     label.add_argument("--out", type=Path, default=None)
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)
@@ -132,6 +138,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             batches = tuple(int(b) for b in args.batches.split(","))
             return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,
                                       as_json=args.json, kernels=args.kernels)
+        case "train":
+            from pipeline.train_router import run_train_router
+
+            return run_train_router(commands.console, config.dsn, args.out or config.router_model,
+                                    from_clickhouse=args.from_clickhouse,
+                                    target=config.quality_target or 0.95, as_json=args.json)
         case "label":
             from pipeline.eval.label_slm import LABELS_FILE, SETS, run_label_slm
 

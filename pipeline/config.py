@@ -61,6 +61,10 @@ ENV_DOC = {
     "sticky A/B split such as ab:baseline-length=0.5,learned=0.5",
     "POINTSMAN_SLM_SHARE": "learned policy: target share of traffic to the SLM (default 0.8)",
     "POINTSMAN_ROUTING_THRESHOLD": "learned policy: a fixed difficulty threshold instead of the share",
+    "POINTSMAN_QUALITY_TARGET": "learned policy: keep this share of all-LLM quality by the labelled "
+    "outcomes, e.g. 0.95 (per-head thresholds; the SLM share follows; overrides POINTSMAN_SLM_SHARE)",
+    "POINTSMAN_ROUTER_MODEL": "learned policy: routing model file, reloaded when it changes; "
+    "`pointsman train router` writes it (default <data dir>/router.npz, else the shipped model)",
     "POINTSMAN_TENANT_ROUTES": "per-tenant overrides, e.g. vip=llm,batch=slm,cheap=0.9 (own threshold)",
     "POINTSMAN_AB_SALT": "salt of the A/B split (a new salt reshuffles users; default ab1)",
     "POINTSMAN_SEMANTIC_CACHE": "on (default) or off",
@@ -99,6 +103,8 @@ class Config:
     policy: str = "baseline-length"
     slm_share: float = 0.8
     routing_threshold: float | None = None
+    quality_target: float | None = None
+    router_model: Path = Path()
     tenant_routes: str = ""
     ab_salt: str = "ab1"
     semantic: bool = True
@@ -139,6 +145,9 @@ class Config:
             slm_share=float(env.get("POINTSMAN_SLM_SHARE", "0.8")),
             routing_threshold=(float(env["POINTSMAN_ROUTING_THRESHOLD"])
                                if env.get("POINTSMAN_ROUTING_THRESHOLD") else None),
+            quality_target=(float(env["POINTSMAN_QUALITY_TARGET"])
+                            if env.get("POINTSMAN_QUALITY_TARGET") else None),
+            router_model=Path(env.get("POINTSMAN_ROUTER_MODEL", data_dir / "router.npz")).expanduser(),
             tenant_routes=env.get("POINTSMAN_TENANT_ROUTES", ""),
             ab_salt=env.get("POINTSMAN_AB_SALT", "ab1"),
             semantic=env.get("POINTSMAN_SEMANTIC_CACHE", "on") != "off",
@@ -167,7 +176,8 @@ class Config:
 
     def router(self) -> RouterSettings:
         options = PolicyOptions(slm_share=self.slm_share, threshold=self.routing_threshold,
-                                tenant_routes=self.tenant_routes, ab_salt=self.ab_salt)
+                                tenant_routes=self.tenant_routes, ab_salt=self.ab_salt,
+                                quality_target=self.quality_target, model_file=str(self.router_model))
         return RouterSettings(
             self.bootstrap, self.topics, self.policy, policy_options=options,
             app_id=self.group("router"), semantic=self.semantic,

@@ -56,6 +56,8 @@ class PolicyOptions:
     threshold: float | None = None  # learned: a fixed threshold instead
     tenant_routes: str = ""  # "vip=llm,cheap=0.9": force a track or a tenant's own threshold
     ab_salt: str = "ab1"  # a new salt reshuffles which users land in which arm
+    quality_target: float | None = None  # learned: keep this share of all-LLM quality (labelled outcomes)
+    model_file: str = ""  # learned: routing model file, watched (the shipped one until it exists)
 
 
 def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
@@ -71,13 +73,20 @@ def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
         return ABSplit(tuple((arm, float(weight), make_policy(arm, options)) for arm, _, weight in arms),
                        salt=options.ab_salt)
     if name == "learned":
-        from pipeline.routing import DifficultyScorer, LearnedPolicy
+        from pathlib import Path
+
+        from pipeline.routing import DifficultyScorer, LearnedPolicy, load_model
         from pipeline.routing.policy import parse_overrides
+        from pipeline.routing.scorer import MODEL_FILE
         from pipeline.semantic.embedders import StaticEmbedder
 
-        return LearnedPolicy(DifficultyScorer(StaticEmbedder()), slm_share=options.slm_share,
-                             threshold=options.threshold,
-                             overrides=parse_overrides(options.tenant_routes), adaptive=True)
+        watched = Path(options.model_file) if options.model_file else None
+        path = watched if watched is not None and watched.exists() else MODEL_FILE
+        scorer = DifficultyScorer(StaticEmbedder(), load_model(path))
+        return LearnedPolicy(scorer, slm_share=options.slm_share, threshold=options.threshold,
+                             overrides=parse_overrides(options.tenant_routes),
+                             adaptive=True, quality_target=options.quality_target,
+                             model_path=watched)
     raise ValueError(
         f"unknown routing policy {name!r}: baseline-length, learned, always-slm, always-llm, "
         "ab:NAME=WEIGHT,NAME=WEIGHT")

@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set
+from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set, sample
 
 LABELS_FILE = Path(__file__).resolve().parents[1] / "routing" / "data" / "slm_labels.jsonl.gz"
 SETS = ("mmlu", "gsm8k")
@@ -101,7 +101,7 @@ def run_label_slm(console: Console, model_dir: Path, *, sets: Sequence[str] = SE
     todo: list[LabelledPrompt] = []
     for name in sets:
         prompts = labelled_set(name, "train")
-        todo += [p for p in (prompts[:limit] if limit else prompts) if prompt_key(p) not in done]
+        todo += [p for p in sample(prompts, limit) if prompt_key(p) not in done]
     todo.sort(key=lambda p: (p.max_tokens, len(p.text)))  # like lengths batch with little padding
     console.print(f"labelling {len(todo)} prompts with {model_dir.name} ({len(done)} already in {out.name})")
     engine = SlmEngine(model_dir, threads=threads)

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
 from pipeline.eval.datasets import ROUTELLM_DIR
 from pipeline.routing.train import gsm8k_split, split
 
@@ -184,6 +186,13 @@ def strong_response(question: str, root: Path = ROUTELLM_DIR) -> dict[str, str]:
     csv.field_size_limit(1 << 24)
     with open(root / "gsm8k_responses.csv", newline="") as f:
         return {r["prompt"].strip(): r[f"{_STRONG}_response"] for r in csv.DictReader(f)}
+
+
+def sample(prompts: Sequence[LabelledPrompt], n: int | None) -> list[LabelledPrompt]:
+    """A deterministic sample of n that spans subjects: the n lowest hashes of the text."""
+    if n is None or n >= len(prompts):
+        return list(prompts)
+    return sorted(prompts, key=lambda p: xxhash.xxh64_intdigest(p.text.encode()))[:n]
 
 
 def labelled_set(name: str, which: str) -> list[LabelledPrompt]:

@@ -7,16 +7,21 @@ into Result.route_reason.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import xxhash
 
 from pipeline.policy import Decision, Policy
-from pipeline.routing.scorer import DifficultyScorer
+from pipeline.routing.scorer import DifficultyScorer, GatedModel, load_model
 from topics.schemas import Query, Track
+
+log = logging.getLogger(__name__)
 
 
 def threshold_for_share(scores: Sequence[float] | np.ndarray, slm_share: float) -> float:
@@ -59,28 +64,78 @@ def query_text(query: Query) -> str:
 
 @dataclass
 class LearnedPolicy:
-    """score >= threshold -> llm, else slm; the threshold comes from `slm_share` unless given."""
+    """score >= threshold -> llm, else slm. The threshold comes from, first to last: a tenant's own,
+    `threshold`, `quality_target` (per head, from the model's quality curves: the share follows),
+    `slm_share` (a quantile of the scores, kept on target by live traffic when `adaptive`)."""
 
     scorer: DifficultyScorer
     slm_share: float = 0.8
     threshold: float | None = None
     overrides: Mapping[str, TenantOverride] = field(default_factory=dict)
     adaptive: bool = False  # follow live traffic's score distribution (ShareCalibrator)
+    quality_target: float | None = None
+    model_path: Path | None = None  # reload the model when this file changes (a retrained router)
+    reload_every_s: float = 30.0
     name: str = "learned"
 
     def __post_init__(self) -> None:
-        if self.threshold is None:
+        self._fixed = self.threshold is not None
+        self._calibrate()
+        self._checked_at = time.monotonic()
+        self._mtime = self._model_mtime()
+
+    def _calibrate(self) -> None:
+        self._head_thresholds: dict[str, float] = {}
+        if self.quality_target is not None and not self._fixed:
+            self._head_thresholds = self.scorer.quality_thresholds(self.quality_target)
+            self.threshold = max(self._head_thresholds.values())
+        elif not self._fixed:
             self.threshold = self.scorer.threshold_for_share(self.slm_share)
-        self._calibrator = ShareCalibrator(self.slm_share, self.threshold) if self.adaptive else None
+        share_mode = self.adaptive and not self._fixed and self.quality_target is None
+        self._calibrator = ShareCalibrator(self.slm_share, self.threshold) if share_mode else None
+
+    def _model_mtime(self) -> float | None:
+        try:
+            return self.model_path.stat().st_mtime if self.model_path is not None else None
+        except OSError:
+            return None
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if self.model_path is None or now - self._checked_at < self.reload_every_s:
+            return
+        self._checked_at = now
+        mtime = self._model_mtime()
+        if mtime is None or mtime == self._mtime:
+            return
+        try:
+            model = load_model(self.model_path)
+            scorer = DifficultyScorer(self.scorer.embedder, model)
+            old = (self.scorer, self.threshold)
+            self.scorer, self._mtime = scorer, mtime
+            try:
+                self._calibrate()
+            except ValueError:
+                self.scorer, self.threshold = old
+                raise
+        except (OSError, ValueError, KeyError) as exc:  # a half-written or unusable file: keep the old
+            log.warning("routing model %s not reloaded: %s", self.model_path, exc)
+            return
+        log.info("routing model reloaded from %s", self.model_path)
 
     def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
         override = self.overrides.get(query.tenant)
         if override is not None and override.track is not None:
             return Decision(override.track, f"{self.name}: tenant {query.tenant} forced to {override.track}")
+        self._maybe_reload()
         text = query_text(query)
         score = float(self.scorer.score([text], None if vector is None else vector[None, :])[0])
-        threshold = self.threshold
-        if self._calibrator is not None:
+        threshold, mode = self.threshold, f"slm share {self.slm_share:.2f}"
+        if self._head_thresholds:
+            head = GatedModel.head_of(text)
+            threshold = self._head_thresholds[head]
+            mode = f"{head} head, quality target {self.quality_target:.2f}"
+        elif self._calibrator is not None:
             threshold = self._calibrator.observe(score)
         own = override is not None and override.threshold is not None
         if own:
@@ -88,7 +143,7 @@ class LearnedPolicy:
         track: Track = "llm" if score >= threshold else "slm"  # type: ignore[operator]
         who = f"tenant {query.tenant} " if own else ""
         return Decision(track, f"{self.name}: score {score:.3f} {'>=' if track == 'llm' else '<'} "
-                               f"{who}threshold {threshold:.3f} (slm share {self.slm_share:.2f})")
+                               f"{who}threshold {threshold:.3f} ({mode})")
 
 
 def arm_of(unit: str, weights: Sequence[float], salt: str = "") -> int:

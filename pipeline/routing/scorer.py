@@ -10,17 +10,20 @@ score quantiles of its training prompts, so `--slm-share` can set a threshold wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.routing.features import multiple_choice, text_features
+from pipeline.routing.quality import QualityCurve
 from pipeline.semantic.embedders import Embedder
 
-MODEL_FILE = Path(__file__).parent / "data" / "difficulty_static.npz"
-_HEADS = ("choice", "open")
+DATA = Path(__file__).parent / "data"
+MODEL_FILE = DATA / "difficulty_slm.npz"  # trained on our own SLM's labelled outcomes (the default)
+ROUTELLM_MODEL_FILE = DATA / "difficulty_static.npz"  # trained on RouteLLM's Mixtral/GPT-4 labels
+HEADS = ("choice", "open")
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,21 @@ class LogisticModel:
 
 @dataclass(frozen=True)
 class GatedModel:
-    """Two heads: multiple-choice prompts -> `choice`, everything else -> `open`."""
+    """Two heads: multiple-choice prompts -> `choice`, everything else -> `open`. `curves`: each
+    head's quality curve on out-of-fold labelled outcomes, for a quality target (quality.py)."""
 
     choice: LogisticModel
     open: LogisticModel
     quantiles: np.ndarray  # of the gated scores over all training prompts
+    curves: Mapping[str, QualityCurve] = field(default_factory=dict)
 
     @property
     def embedder(self) -> str:
         return self.choice.embedder
+
+    @staticmethod
+    def head_of(text: str) -> str:
+        return "choice" if multiple_choice(text) else "open"
 
     def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         gate = np.array([multiple_choice(t) for t in texts], bool)
@@ -82,7 +91,9 @@ class GatedModel:
         return out
 
     def save(self, path: Path) -> None:
-        arrays = {f"{name}__{k}": v for name in _HEADS for k, v in getattr(self, name).arrays().items()}
+        arrays = {f"{name}__{k}": v for name in HEADS for k, v in getattr(self, name).arrays().items()}
+        for name, curve in self.curves.items():
+            arrays |= curve.arrays(f"{name}__")
         np.savez(path, quantiles=self.quantiles, **arrays)
 
 
@@ -90,8 +101,9 @@ def load_model(path: Path = MODEL_FILE) -> LogisticModel | GatedModel:
     d = np.load(path)
     if "choice__weights" not in d:
         return LogisticModel.from_arrays(d)
-    choice, open_ = (LogisticModel.from_arrays(d, f"{name}__") for name in _HEADS)
-    return GatedModel(choice, open_, d["quantiles"])
+    choice, open_ = (LogisticModel.from_arrays(d, f"{name}__") for name in HEADS)
+    curves = {name: c for name in HEADS if (c := QualityCurve.from_arrays(d, f"{name}__")) is not None}
+    return GatedModel(choice, open_, d["quantiles"], curves)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 12,
@@ -123,6 +135,14 @@ class DifficultyScorer:
     def score(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> np.ndarray:
         vecs = self.embedder.embed(texts) if vectors is None else vectors
         return self.model.score(vecs, texts)
+
+    def quality_thresholds(self, target: float) -> dict[str, float]:
+        """Each head's threshold keeping `target` of all-LLM quality on its labelled outcomes."""
+        curves = getattr(self.model, "curves", {})
+        if set(curves) != set(HEADS):
+            raise ValueError("this routing model has no quality curves (train it on labelled outcomes: "
+                             "python -m pipeline.routing.train)")
+        return {head: curves[head].threshold_for(target) for head in HEADS}
 
     def threshold_for_share(self, slm_share: float) -> float:
         """Threshold sending `slm_share` of the training prompts' distribution to the SLM."""

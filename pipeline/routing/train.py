@@ -67,21 +67,26 @@ def fit_head(vectors: np.ndarray, feats: np.ndarray, y: np.ndarray, stats: np.nd
     return LogisticModel(w, b, mean, std, quantiles, embedder)
 
 
-def train(prompts: Sequence[Prompt], embedder: Embedder, l2_choice: float = L2_CHOICE,
-          l2_open: float = L2_OPEN) -> GatedModel:
-    texts = [p.text for p in prompts]
+def fit_gated(texts: Sequence[str], y: np.ndarray, vectors: np.ndarray, embedder: str,
+              l2_choice: float = L2_CHOICE, l2_open: float = L2_OPEN) -> GatedModel:
+    """Both heads on `y` (1 = the strong model was needed), each on its own prompts."""
     gate = np.array([multiple_choice(t) for t in texts], bool)
     if gate.all() or not gate.any():
         raise ValueError("training needs both multiple-choice and open prompts")
-    vectors = embedder.embed(texts)
     feats = np.stack([text_features(t) for t in texts])
-    y = strong_needed(prompts)
     mc_feats = feats[gate, :len(BASE_NAMES)]
-    choice = fit_head(vectors[gate], mc_feats, y[gate], mc_feats, l2_choice, embedder.name)
-    open_ = fit_head(vectors[~gate], feats[~gate], y[~gate], feats, l2_open, embedder.name)
+    choice = fit_head(vectors[gate], mc_feats, y[gate], mc_feats, l2_choice, embedder)
+    open_ = fit_head(vectors[~gate], feats[~gate], y[~gate], feats, l2_open, embedder)
     model = GatedModel(choice, open_, np.zeros(0))
     quantiles = np.quantile(model.score(vectors, texts), np.linspace(0, 1, 101)).astype(np.float32)
     return GatedModel(choice, open_, quantiles)
+
+
+def train(prompts: Sequence[Prompt], embedder: Embedder, l2_choice: float = L2_CHOICE,
+          l2_open: float = L2_OPEN) -> GatedModel:
+    """The RouteLLM-label model: the strong model needed where GPT-4 was right and Mixtral wrong."""
+    texts = [p.text for p in prompts]
+    return fit_gated(texts, strong_needed(prompts), embedder.embed(texts), embedder.name, l2_choice, l2_open)
 
 
 def main() -> None:

@@ -1,0 +1,98 @@
+"""Train the shipped router on our own SLM's labelled outcomes:  python -m pipeline.routing.grounded
+
+Data: pipeline/routing/data/slm_labels.jsonl.gz (`pointsman label slm`: our SLM right or wrong on the
+MMLU train subjects and the GSM8K train half; the strong model's outcome is RouteLLM's GPT-4 label).
+Label 1 where the strong model was right and our SLM wrong: sending that prompt to the SLM loses it.
+Same two heads and features as the RouteLLM-label model (train.fit_gated). Each head's quality curve
+(quality.QualityCurve) is fitted on out-of-fold scores: 5 folds, by subject for MMLU (the held-out
+set is other subjects) and by prompt for GSM8K, so `POINTSMAN_QUALITY_TARGET` is calibrated on
+prompts the scoring model never saw. Deterministic. `fit_outcomes` is also what
+`pointsman train router --from-clickhouse` refits on judged production outcomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from pipeline.routing.features import multiple_choice
+from pipeline.routing.quality import QualityCurve
+from pipeline.routing.scorer import HEADS, MODEL_FILE, GatedModel
+from pipeline.routing.train import L2_CHOICE, L2_OPEN, fit_gated
+from pipeline.semantic.embedders import Embedder, StaticEmbedder
+
+FOLDS = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One labelled (or judged) prompt: what the router saw and how each track did on it."""
+
+    text: str
+    slm_ok: float  # 0/1, or a judge's score in [0, 1]
+    strong_ok: float
+    group: str  # prompts of one group share a fold (an MMLU subject, a tenant)
+
+
+def outcomes_from_labels(rows: Sequence[dict]) -> list[Outcome]:
+    from pipeline.eval.labelled import query_text
+
+    return [Outcome(query_text(r["question"], r["choices"]), float(r["slm_correct"]),
+                    1.0 if r["strong_correct"] in (True, None) else 0.0, r["group"]) for r in rows]
+
+
+def folds_of(outcomes: Sequence[Outcome], folds: int = FOLDS) -> np.ndarray:
+    """A group's prompts share a fold; a group that is the whole set (GSM8K) is split by prompt."""
+    groups = {o.group for o in outcomes}
+    by_prompt = len(groups) < folds
+    keys = [o.text if by_prompt or o.group in ("gsm8k", "file") else o.group for o in outcomes]
+    return np.array([xxhash.xxh32_intdigest(k.encode()) % folds for k in keys])
+
+
+def fit_outcomes(outcomes: Sequence[Outcome], embedder: Embedder, l2_choice: float = L2_CHOICE,
+                 l2_open: float = L2_OPEN) -> tuple[GatedModel, np.ndarray]:
+    """The model on every outcome, with quality curves from out-of-fold scores (also returned)."""
+    texts = [o.text for o in outcomes]
+    vectors = embedder.embed(texts)
+    slm = np.array([o.slm_ok for o in outcomes])
+    strong = np.array([o.strong_ok for o in outcomes])
+    y = (strong > slm).astype(np.float64)
+    fold = folds_of(outcomes)
+    oof = np.zeros(len(outcomes))
+    for f in range(FOLDS):
+        held = fold == f
+        if held.any() and (~held).any():
+            train_texts = [t for t, h in zip(texts, held, strict=True) if not h]
+            model = fit_gated(train_texts, y[~held], vectors[~held], embedder.name, l2_choice, l2_open)
+            oof[held] = model.score(vectors[held], [t for t, h in zip(texts, held, strict=True) if h])
+    gate = np.array([multiple_choice(t) for t in texts], bool)
+    curves = {head: QualityCurve.fit(oof[mask], slm[mask], strong[mask])
+              for head, mask in zip(HEADS, (gate, ~gate), strict=True)}
+    final = fit_gated(texts, y, vectors, embedder.name, l2_choice, l2_open)
+    return GatedModel(final.choice, final.open, final.quantiles, curves), oof
+
+
+def main() -> None:
+    from pipeline.eval.label_slm import LABELS_FILE, read_labels
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=Path, default=LABELS_FILE)
+    parser.add_argument("--out", type=Path, default=MODEL_FILE)
+    args = parser.parse_args()
+    outcomes = outcomes_from_labels(read_labels(args.labels))
+    model, _ = fit_outcomes(outcomes, StaticEmbedder())
+    model.save(args.out)
+    print(f"trained on {len(outcomes)} labelled outcomes of our SLM; wrote {args.out}")
+    for head, curve in model.curves.items():
+        threshold, share, ratio = curve.point_for(0.95)
+        print(f"  {head} head: quality target 0.95 -> threshold {threshold:.3f}, "
+              f"slm share {share:.1%} (quality {ratio:.1%} of all-LLM, out of fold)")
+
+
+if __name__ == "__main__":
+    main()
