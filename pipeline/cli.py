@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     label = sub.add_parser("label", help="label our own SLM right/wrong on the train splits (package data)")
     label.add_argument("what", choices=["slm"])
     label.add_argument("--set", dest="sets", choices=["mmlu", "gsm8k", "all"], default="all")
-    label.add_argument("--limit", type=int, default=None, help="a deterministic sample of N prompts of each set")
+    label.add_argument("--limit", type=int, default=None, help="a fixed sample of N per set")
     label.add_argument("--out", type=Path, default=None)
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.eval.datasets import ROUTELLM_DIR, Prompt, routellm_prompts
-from pipeline.routing.scorer import DifficultyScorer, load_model
+from pipeline.routing.scorer import ROUTELLM_MODEL_FILE, DifficultyScorer, load_model
 from pipeline.routing.train import held_out, train, train_prompts
 from pipeline.semantic.embedders import StaticEmbedder
 from pipeline.semantic.index import limit_blas_threads
@@ -109,7 +109,8 @@ def run_eval_router(console: Console, *, as_json: bool = False, retrain: bool = 
     prompts = routellm_prompts(root=data_dir)
     embedder = StaticEmbedder()
     base = train_prompts(prompts)
-    scorer = DifficultyScorer(embedder, train(base, embedder) if retrain else load_model())
+    model = train(base, embedder) if retrain else load_model(ROUTELLM_MODEL_FILE)
+    scorer = DifficultyScorer(embedder, model)
     sets = {name: [p for p in prompts if p.dataset == name and held_out(p)]
             for name in ("gsm8k", "mmlu", "mt_bench")}
     routers = {

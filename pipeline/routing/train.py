@@ -1,4 +1,4 @@
-"""Train the difficulty model shipped in data/:  python -m pipeline.routing.train
+"""Train the RouteLLM-label difficulty model in data/ (the baseline):  python -m pipeline.routing.train
 
 Data: RouteLLM's per-prompt labels in shared/data/routellm (Mixtral-8x7B vs GPT-4); label 1 where
 GPT-4 answered right and Mixtral wrong (the strong model was needed).
@@ -22,7 +22,7 @@ import xxhash
 
 from pipeline.eval.datasets import Prompt, routellm_prompts
 from pipeline.routing.features import BASE_NAMES, multiple_choice, text_features
-from pipeline.routing.scorer import MODEL_FILE, GatedModel, LogisticModel, fit_logistic
+from pipeline.routing.scorer import ROUTELLM_MODEL_FILE, GatedModel, LogisticModel, fit_logistic
 from pipeline.semantic.embedders import Embedder, StaticEmbedder
 
 L2_CHOICE = 10.0
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--l2-choice", type=float, default=L2_CHOICE)
     parser.add_argument("--l2-open", type=float, default=L2_OPEN)
-    parser.add_argument("--out", type=Path, default=MODEL_FILE)
+    parser.add_argument("--out", type=Path, default=ROUTELLM_MODEL_FILE)
     args = parser.parse_args()
     prompts = train_prompts(routellm_prompts(("gsm8k", "mmlu")))
     model = train(prompts, StaticEmbedder(), args.l2_choice, args.l2_open)
