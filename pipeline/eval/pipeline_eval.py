@@ -99,6 +99,14 @@ def queries(prompts: Sequence[LabelledPrompt], run_id: str, names: dict[str, str
             for i, p in enumerate(prompts) for arm in ARMS]
 
 
+def send(config: Config, sent: Sequence[Query]) -> None:
+    """Produced and delivered; the producer is gone on return (before the broker may stop)."""
+    producer = OutputProducer(config.bootstrap)
+    producer.send([Outgoing(config.topics.queries, q.id.encode() if q.id else None, encode(q))
+                   for q in sent])
+    producer.deliver()
+
+
 def _rows(reader: Reader, run_id: str) -> dict[str, Answered]:
     sql = ("SELECT query_id, route, answer, cost_usd, error FROM pointsman.results FINAL "
            f"WHERE query_id LIKE 'eval-{run_id}-%'")
@@ -163,10 +171,7 @@ def run_pipeline(config: Config, run: EvalRun, console: Console) -> tuple[dict[s
     supervisor.start()
     try:
         sent = queries(run.prompts, run_id, names)
-        producer = OutputProducer(config.bootstrap)
-        producer.send([Outgoing(config.topics.queries, q.id.encode() if q.id else None, encode(q))
-                       for q in sent])
-        producer.deliver()
+        send(config, sent)
         say(f"sent {len(run.prompts)} prompts x {len(ARMS)} tenants ({', '.join(names.values())}); "
             f"waiting up to {run.timeout_s:.0f} s ...")
         rows = wait_for_results(config, run_id, len(sent), run.timeout_s, say)
@@ -211,8 +216,8 @@ def _pct(value: object) -> str:
 def render(report: dict[str, object], console: Console) -> None:
     table = Table(title=f"eval pipeline: {report['set']}, {report['prompts']} prompts, "
                         f"policy {report['policy']}")
-    for column in ("tenant", "quality", "cost USD", "cost cut", "SLM share"):
-        table.add_column(column, justify="right" if column != "tenant" else "left")
+    for column in ("answers", "quality", "cost USD", "cost cut", "SLM share"):
+        table.add_column(column, justify="right" if column != "answers" else "left")
     table.add_row("routed by the policy", _pct(report["quality"]), f"{report['cost_usd']:.6f}",
                   _pct(report["cost_cut"]), _pct(report["slm_share"]))
     table.add_row("all LLM", _pct(report["all_llm_quality"]), f"{report['all_llm_cost_usd']:.6f}",
