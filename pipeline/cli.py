@@ -158,15 +158,17 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 def _eval_pipeline(args: argparse.Namespace, config: Config) -> int:
     from pipeline.commands import console
-    from pipeline.eval.pipeline_eval import run_eval_pipeline
+    from pipeline.eval.pipeline_eval import STRONG_MODEL, run_eval_pipeline
 
     if (args.eval_set is None) == (args.eval_file is None):
         console.print("pointsman eval pipeline: give --set mmlu|gsm8k or --file F.jsonl (one of them)")
         return 2
     # the learned router unless POINTSMAN_ROUTING_POLICY names another: the eval judges it
     policy = os.environ.get("POINTSMAN_ROUTING_POLICY") or "learned"
+    # the LLM track replays the strong model's answers: priced as it, unless a model is named
+    llm_model = os.environ.get("POINTSMAN_LLM_MODEL") or STRONG_MODEL
     return run_eval_pipeline(config, console, set_name=args.eval_set, file=args.eval_file,
-                             limit=args.limit, policy=policy, as_json=args.json)
+                             limit=args.limit, policy=policy, as_json=args.json, llm_model=llm_model)
 
 
 def _print_rows(columns: list[str], rows: list, fmt: str) -> None:

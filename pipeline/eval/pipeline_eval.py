@@ -46,6 +46,8 @@ HELD_OUT = {
 }
 SEMANTIC_NOTE = "semantic cache off for this run (it measures routing)"
 STANDIN_MODEL = "standin-answer-book"
+# the book replays this model's recorded correctness, so the LLM track is priced as it by default
+STRONG_MODEL = "gpt-4-1106-preview"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class EvalRun:
     prompts: list[LabelledPrompt]
     policy: str
     timeout_s: float
+    llm_model: str = STRONG_MODEL  # what the LLM track is priced as
 
 
 def choose(set_name: str | None, file: Path | None, limit: int | None) -> tuple[str, list[LabelledPrompt]]:
@@ -80,10 +83,11 @@ def tenants(run_id: str) -> dict[str, str]:
     return {arm: f"eval-{run_id}-{arm}" for arm in ARMS}
 
 
-def child_env(config: Config, policy: str, names: dict[str, str], base_url: str) -> dict[str, str]:
+def child_env(config: Config, run: EvalRun, names: dict[str, str], base_url: str) -> dict[str, str]:
     routes = ",".join(filter(None, [config.tenant_routes, f"{names['slm']}=slm", f"{names['llm']}=llm"]))
     return {
-        "POINTSMAN_ROUTING_POLICY": policy,
+        "POINTSMAN_ROUTING_POLICY": run.policy,
+        "POINTSMAN_LLM_MODEL": run.llm_model,  # the book's answers are priced as this model's
         "POINTSMAN_TENANT_ROUTES": routes,
         "POINTSMAN_SEMANTIC_CACHE": "off",
         "POINTSMAN_LLM_BASE_URL": base_url,  # the answer book, not a configured upstream
@@ -165,9 +169,9 @@ def run_pipeline(config: Config, run: EvalRun, console: Console) -> tuple[dict[s
     names = tenants(run_id)
     book = book_for(run.prompts)
     server = StandinServer(StandinLLM(model=STANDIN_MODEL, answerer=book)).start()
-    say(f"LLM track: {LLM_TRACK} at {server.base_url} (priced as {config.llm_model}); "
+    say(f"LLM track: {LLM_TRACK} at {server.base_url} (priced as {run.llm_model}); "
         f"SLM: {config.slm_model}; policy: {run.policy}; {SEMANTIC_NOTE}")
-    supervisor = Supervisor(ROLES, env=child_env(config, run.policy, names, server.base_url))
+    supervisor = Supervisor(ROLES, env=child_env(config, run, names, server.base_url))
     supervisor.start()
     try:
         sent = queries(run.prompts, run_id, names)
@@ -185,19 +189,19 @@ def run_pipeline(config: Config, run: EvalRun, console: Console) -> tuple[dict[s
     scores = policy_scores(config, run.policy, run.prompts)
     if scores is not None:
         report["curve"] = curve(scores, scored)
-    report.update(policy=run.policy, llm_track=LLM_TRACK, llm_priced_as=config.llm_model,
+    report.update(policy=run.policy, llm_track=LLM_TRACK, llm_priced_as=run.llm_model,
                   semantic_cache="off", run_id=run_id, unknown_to_book=book.unknown,
                   train_split=HELD_OUT.get(run.name, HELD_OUT["file"]))
     return report, len(rows) >= len(sent)
 
 
 def run_eval_pipeline(config: Config, console: Console, *, set_name: str | None, file: Path | None,
-                      limit: int | None, policy: str, as_json: bool) -> int:
+                      limit: int | None, policy: str, as_json: bool, llm_model: str = STRONG_MODEL) -> int:
     name, prompts = choose(set_name, file, limit)
     if not prompts:
         console.print("no prompts to evaluate")
         return 1
-    run = EvalRun(name, prompts, policy, timeout_for(prompts))
+    run = EvalRun(name, prompts, policy, timeout_for(prompts), llm_model)
     status = Console(stderr=True) if as_json else console
     report, complete = run_pipeline(config, run, status)
     if as_json:

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.eval.labelled import LabelledPrompt, is_correct
-from pipeline.eval.pipeline_eval import book_for, child_env, queries, tenants
+from pipeline.eval.pipeline_eval import EvalRun, book_for, child_env, queries, tenants
 from pipeline.eval.pipeline_score import Answered, Outcome, curve, oracle_cost, sample, summary
 from pipeline.policy import BaselineLengthPolicy, PolicyOptions, TenantForced, make_policy
 from topics.schemas import Query
@@ -133,6 +133,8 @@ def test_eval_tenants_queries_and_child_settings() -> None:
     qs = queries([mc("q"), num("n")], "r1", names)
     assert [q.id for q in qs] == [f"eval-r1-{i}-{arm}" for i in range(2) for arm in ("policy", "slm", "llm")]
     assert {q.tenant for q in qs} == set(names.values()) and qs[0].max_tokens == 8 and qs[3].max_tokens == 256
-    env = child_env(Config(tenant_routes="vip=llm"), "learned", names, "http://127.0.0.1:1/v1")
+    run = EvalRun("x", [], "learned", 1.0)
+    env = child_env(Config(tenant_routes="vip=llm"), run, names, "http://127.0.0.1:1/v1")
     assert env["POINTSMAN_TENANT_ROUTES"] == "vip=llm,eval-r1-slm=slm,eval-r1-llm=llm"
     assert env["POINTSMAN_SEMANTIC_CACHE"] == "off" and env["POINTSMAN_LLM_API_KEY"] == ""
+    assert env["POINTSMAN_LLM_MODEL"] == "gpt-4-1106-preview"  # priced as the model the book replays
