@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 import unicodedata
 from pathlib import Path
@@ -55,9 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernels", action="store_true",
                        help="slm: time the model's weight MatMuls alone, fp32 vs int8 kernels")
     bench.add_argument("--json", action="store_true")
-    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
-    evaluate.add_argument("what", choices=["cache", "router"])
+    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache, router, or "
+                              "the live pipeline end to end")
+    evaluate.add_argument("what", choices=["cache", "router", "pipeline"])
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--set", dest="eval_set", choices=["mmlu", "gsm8k"], default=None,
+                          help="pipeline: held-out labelled prompts of this set")
+    evaluate.add_argument("--file", dest="eval_file", type=Path, default=None,
+                          help="pipeline: your own labelled prompts (JSONL: text, choices, answer, "
+                          "strong_correct)")
+    evaluate.add_argument("--limit", type=int, default=None,
+                          help="pipeline: a fixed sample of N prompts spanning the subjects")
     train = sub.add_parser("train", help="refit the router and write the model file it reloads")
     train.add_argument("what", choices=["router"])
     train.add_argument("--from-clickhouse", action="store_true",
@@ -128,6 +137,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             from pipeline.eval.bench_cache import run_bench_cache
 
             return run_bench_cache(commands.console, as_json=args.json)
+        case "eval" if args.what == "pipeline":
+            return _eval_pipeline(args, config)
         case "eval":
             from pipeline.eval.cache_eval import run_eval_cache
             from pipeline.eval.router_eval import run_eval_router
@@ -155,6 +166,26 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0
+
+
+def _eval_pipeline(args: argparse.Namespace, config: Config) -> int:
+    from pipeline.commands import console
+    from pipeline.eval.pipeline_eval import STRONG_MODEL, run_eval_pipeline
+
+    if (args.eval_set is None) == (args.eval_file is None):
+        console.print("pointsman eval pipeline: give --set mmlu|gsm8k or --file F.jsonl (one of them)")
+        return 2
+    # the learned router unless POINTSMAN_ROUTING_POLICY names another: the eval judges it
+    policy = os.environ.get("POINTSMAN_ROUTING_POLICY") or "learned"
+    # the LLM track replays the strong model's answers: priced as it, unless a model is named
+    llm_model = os.environ.get("POINTSMAN_LLM_MODEL") or STRONG_MODEL
+    # its operating point: POINTSMAN_QUALITY_TARGET, else 0.95 unless a share is asked for instead
+    target = config.quality_target
+    if target is None and not os.environ.get("POINTSMAN_SLM_SHARE"):
+        target = 0.95
+    return run_eval_pipeline(config, console, set_name=args.eval_set, file=args.eval_file,
+                             limit=args.limit, policy=policy, as_json=args.json, llm_model=llm_model,
+                             quality_target=target)
 
 
 def _print_rows(columns: list[str], rows: list, fmt: str) -> None:

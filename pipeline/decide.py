@@ -158,7 +158,7 @@ class RouterCore:
         request = RouteRequest(
             query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
             track=decision.track, reason=reason, submitted_at=miss.submitted_at, routed_at=now,
-            timings=miss.timings,
+            timings=miss.timings, escalate=decision.escalate,
         )
         value = encode(request)
         if len(value) > self._max_request_bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from topics.schemas import Query, Track
 class Decision:
     track: Track
     reason: str
+    escalate: bool = True  # False: the SLM answers itself, never hands the query on
 
 
 class Policy(Protocol):
@@ -51,6 +53,26 @@ class FixedPolicy:
 
 
 @dataclass(frozen=True)
+class TenantForced:
+    """Tenants forced to one track, in front of any policy (POINTSMAN_TENANT_ROUTES=vip=llm,b=slm).
+    A tenant forced to the SLM gets the SLM's own answers: it is never escalated."""
+
+    inner: Policy
+    forced: Mapping[str, Track]
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
+        track = self.forced.get(query.tenant)
+        if track is None:
+            return self.inner.decide(query, vector)
+        return Decision(track, f"{self.name}: tenant {query.tenant} forced to {track}",
+                        escalate=track != "slm")
+
+
+@dataclass(frozen=True)
 class PolicyOptions:
     slm_share: float = 0.8  # learned: calibrate the threshold so this share goes to the SLM
     threshold: float | None = None  # learned: a fixed threshold instead
@@ -61,7 +83,19 @@ class PolicyOptions:
 
 
 def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
+    """The named policy, behind the tenants that POINTSMAN_TENANT_ROUTES forces to a track."""
     options = options or PolicyOptions()
+    policy = _named_policy(name, options)
+    if not options.tenant_routes:
+        return policy
+    from pipeline.routing.policy import parse_overrides
+
+    forced = {tenant: o.track for tenant, o in parse_overrides(options.tenant_routes).items()
+              if o.track is not None}
+    return TenantForced(policy, forced) if forced else policy
+
+
+def _named_policy(name: str, options: PolicyOptions) -> Policy:
     if name == "baseline-length":
         return BaselineLengthPolicy()
     if name in ("always-slm", "always-llm"):
@@ -70,7 +104,7 @@ def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
         from pipeline.routing.policy import ABSplit
 
         arms = [arm.partition("=") for arm in name.removeprefix("ab:").split(",")]
-        return ABSplit(tuple((arm, float(weight), make_policy(arm, options)) for arm, _, weight in arms),
+        return ABSplit(tuple((arm, float(weight), _named_policy(arm, options)) for arm, _, weight in arms),
                        salt=options.ab_salt)
     if name == "learned":
         from pathlib import Path

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -43,8 +43,9 @@ class Supervisor:
     def __init__(self, roles: Sequence[str], *, command: Command = role_command,
                  stop_timeout_s: float = 25.0, quick_exit_s: float = 30.0,
                  restart_delay_s: float = 1.0, first_delay_s: float = 1.0, max_delay_s: float = 30.0,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, env: Mapping[str, str] | None = None) -> None:
         self.roles = list(roles)
+        self.env = dict(env or {})  # settings for the children over this process's environment
         self.command = command
         self.stop_timeout_s = stop_timeout_s
         self.quick_exit_s = quick_exit_s  # dying sooner than this after a start backs off further
@@ -70,7 +71,7 @@ class Supervisor:
         state.started_at = time.monotonic()
         state.restart_at = None
         state.process = subprocess.Popen(
-            self.command(role), env={**os.environ, REASON_FILE_ENV: str(reason_file)})
+            self.command(role), env={**os.environ, **self.env, REASON_FILE_ENV: str(reason_file)})
         self._say(f"role {role} started (pid {state.process.pid})")
 
     def start(self) -> None:

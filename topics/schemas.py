@@ -62,6 +62,9 @@ class RouteRequest(msgspec.Struct, frozen=True):
     routed_at: float
     timings: Timings
     escalation: str | None = None  # set when the SLM handed this query to the LLM track
+    # False: the SLM answers itself whatever its confidence (a tenant forced to the SLM, so an
+    # all-SLM measurement gets the SLM's own answers)
+    escalate: bool = True
 
 
 class Result(msgspec.Struct, omit_defaults=True):

@@ -1,7 +1,9 @@
 """A local OpenAI-compatible server that stands in for the remote LLM.
 
 It answers POST /v1/chat/completions with a real local model when given one (the demo runs the
-SLM engine here, so no API key is needed), or with a deterministic echo for tests. It fails like
+SLM engine here, so no API key is needed), with an answerer such as the answer book (`pointsman
+eval pipeline`: replies as the strong model did, workers/answer_book.py), or with a deterministic
+echo for tests. It fails like
 a real upstream on demand, at a seeded rate: 429 with Retry-After, 500, hangs, slow answers, and
 the ways real upstreams and proxies misbehave: a valid body trickled one byte at a time, fields
 of the wrong type, a body of several megabytes, a 401 that echoes the request's Authorization
@@ -48,11 +50,16 @@ FAULT_NAMES = ("rate_limited", "server_error", "hang", "slow",
                "trickle", "wrong_types", "huge_body", "echo_auth", "bad_usage")
 
 
+# (messages, max_tokens) -> (reply, prompt tokens, completion tokens)
+Answerer = Callable[[list[dict[str, str]], int], tuple[str, int, int]]
+
+
 class StandinLLM:
     def __init__(self, *, model: str = "standin-echo", engine: Any = None,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, answerer: Answerer | None = None) -> None:
         self.model = model
         self.engine = engine  # anything with SlmEngine.generate(); None = echo
+        self.answerer = answerer  # answers instead of the engine when given
         self.faults = faults or Faults()
         self._random = random.Random(self.faults.seed)
         self._engine_lock = threading.Lock()
@@ -170,6 +177,8 @@ class StandinLLM:
         return None
 
     async def _generate(self, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, int, int]:
+        if self.answerer is not None:
+            return self.answerer(messages, max_tokens)
         if self.engine is None:
             last = str(messages[-1].get("content", "")) if messages else ""
             words = last.split()

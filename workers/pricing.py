@@ -10,6 +10,8 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
     "gpt-4.1": (2.00, 8.00),
     "gpt-4.1-mini": (0.40, 1.60),
+    # the strong model of RouteLLM's labels, whose recorded answers `pointsman eval pipeline` replays
+    "gpt-4-1106-preview": (10.00, 30.00),
 }
 FALLBACK_PRICE = (2.50, 10.00)
 

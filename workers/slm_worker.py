@@ -1,6 +1,7 @@
 """SLM worker: answers route.slm requests with the local ONNX model, in micro-batches.
 
-Low-confidence or failed answers are escalated to the LLM track instead of being returned.
+Low-confidence or failed answers are escalated to the LLM track instead of being returned, unless
+the route request says the SLM must answer itself (`escalate=False`: a tenant forced to the SLM).
 """
 
 from __future__ import annotations
@@ -84,12 +85,15 @@ class SlmHandler:
             else:
                 to_run.append(group)
         for group, answer in self._infer(to_run):
-            if answer.error is not None or (answer.confidence or 0.0) < self.settings.escalate_below:
+            if group.leader.escalate and self._should_escalate(answer):
                 out += self._escalate(group, answer)
                 continue
             self.recent.put(group.leader.fingerprint, answer, time.time())
             out += results_for_group(group, answer, "slm", picked_at, topics)
         return out
+
+    def _should_escalate(self, answer: Answer) -> bool:
+        return answer.error is not None or (answer.confidence or 0.0) < self.settings.escalate_below
 
     def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
         """One engine call for the whole micro-batch; each query keeps its own budget,

@@ -126,7 +126,8 @@ class LearnedPolicy:
     def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
         override = self.overrides.get(query.tenant)
         if override is not None and override.track is not None:
-            return Decision(override.track, f"{self.name}: tenant {query.tenant} forced to {override.track}")
+            return Decision(override.track, f"{self.name}: tenant {query.tenant} forced to {override.track}",
+                            escalate=override.track != "slm")  # forced to the SLM: its own answers
         self._maybe_reload()
         text = query_text(query)
         score = float(self.scorer.score([text], None if vector is None else vector[None, :])[0])

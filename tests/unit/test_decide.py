@@ -195,3 +195,16 @@ def test_an_exception_text_that_cannot_encode_still_makes_a_dead_letter() -> Non
     router = RouterCore(TOPICS, SurrogatePolicy(), ExactCache(ttl_s=60), clock=lambda: 1002.0)
     letter = decode(router.route_one(message(b'{"text": "hi"}'), 1000.0).value, DeadLetter)
     assert letter.reason == "internal error: ValueError: bad \\udc80 text"
+
+
+def test_a_tenant_forced_to_the_slm_is_routed_with_escalation_off() -> None:
+    from pipeline.policy import PolicyOptions, make_policy
+
+    router = RouterCore(TOPICS, make_policy("always-llm", PolicyOptions(tenant_routes="cheap=slm")),
+                        ExactCache(ttl_s=60), clock=lambda: 1002.0)
+    forced = decode(router.route_one(message(b'{"id": "a", "text": "hi", "tenant": "cheap"}'),
+                                     1000.0).value, RouteRequest)
+    assert (forced.track, forced.escalate) == ("slm", False)
+    routed = decode(router.route_one(message(b'{"id": "b", "text": "hi", "tenant": "acme"}', 1),
+                                     1000.0).value, RouteRequest)
+    assert (routed.track, routed.escalate) == ("llm", True)

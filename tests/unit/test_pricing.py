@@ -19,3 +19,9 @@ def test_costs() -> None:
     table = PriceTable(prices={"m": (1.0, 2.0)}, cpu_hour_usd=3.6)
     assert table.llm_cost("m", 1_000_000, 500_000) == pytest.approx(2.0)
     assert table.cpu_cost(seconds=10, threads=2) == pytest.approx(0.02)
+
+
+def test_the_strong_model_of_the_labels_has_its_list_price() -> None:
+    from workers.pricing import PriceTable
+
+    assert PriceTable().price("standin-answer-book", configured="gpt-4-1106-preview") == (10.00, 30.00)

@@ -110,6 +110,14 @@ def test_slm_escalates_low_confidence_and_failures_to_llm_track() -> None:
     assert "model exploded" in (failed.escalation or "")
 
 
+def test_slm_answers_itself_when_the_request_must_not_be_escalated() -> None:
+    out = slm(StubModel(confidence=0.2))([request("1", "x", escalate=False), request("2", "y")])
+    by_topic = {o.topic: o for o in out}
+    kept = decode(by_topic[TOPICS.results].value, Result)
+    assert (kept.query_id, kept.route, kept.answer) == ("1", "slm", "A:x")  # its own low-confidence answer
+    assert decode(by_topic[TOPICS.route_llm].value, RouteRequest).query_id == "2"
+
+
 def test_undecodable_route_request_is_dead_lettered() -> None:
     out = slm(StubModel())([FakeMessage(b"garbage", offset=4)])
     assert out[0].topic == TOPICS.deadletter
