@@ -243,7 +243,7 @@ def render(report: dict[str, object], console: Console) -> None:
         routes.add_row(route, str(row["queries"]), _pct(row["quality"]))
     console.print(routes)
     curves: dict = report["curves"]  # type: ignore[assignment]
-    points = Table(title="routing alone by each router's score (this run's forced answers): quality / cost cut")
+    points = Table(title="routing alone by each router's score (this run's forced answers): quality / cut")
     points.add_column("SLM share", justify="right")
     for name in curves:
         points.add_column(f"router on {name.replace('_', ' ')}", justify="right")
