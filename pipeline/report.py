@@ -16,9 +16,10 @@ from rich.table import Table
 
 from infra.query_server import Reader
 
-# 1 - cost / counterfactual over the rows that have one; NULL where none has
-SAVINGS = ("if(sumIf(all_llm_cost_usd, all_llm_cost_usd > 0) > 0, round(1 - sumIf(cost_usd, "
-           "all_llm_cost_usd > 0) / sumIf(all_llm_cost_usd, all_llm_cost_usd > 0), 4), NULL)")
+# 1 - cost / counterfactual over the rows that have one; NULL where none has. The columns are
+# named through the table (r.) because the sums' aliases shadow them (ClickHouse prefers aliases)
+SAVINGS = ("if(sumIf(r.all_llm_cost_usd, r.all_llm_cost_usd > 0) > 0, round(1 - sumIf(r.cost_usd, "
+           "r.all_llm_cost_usd > 0) / sumIf(r.all_llm_cost_usd, r.all_llm_cost_usd > 0), 4), NULL)")
 
 REPORT_SQL = f"""
 SELECT
@@ -33,7 +34,7 @@ SELECT
     round(sum(all_llm_cost_usd), 5) AS all_llm_cost_usd,
     {SAVINGS} AS savings,
     countIf(error != '') AS errors
-FROM pointsman.results FINAL
+FROM pointsman.results AS r FINAL
 GROUP BY route
 ORDER BY queries DESC
 """
@@ -46,7 +47,7 @@ SELECT
     round(sum(all_llm_cost_usd), 6) AS all_llm_cost_usd,
     {SAVINGS} AS savings,
     (SELECT count() FROM pointsman.dead_letters FINAL) AS dead_letters
-FROM pointsman.results FINAL
+FROM pointsman.results AS r FINAL
 """
 
 
