@@ -70,13 +70,18 @@ def _percent(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1%}"
 
 
+# shorter headers where the JSON keys would not fit a 120-column terminal
+HEADERS = {"all_llm_cost_usd": "all_llm_usd"}
+
+
 def render(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="Pointsman — outcomes by route")
     columns = ("route", "queries", "p50_ms", "p95_ms", "p99_ms", "infer_ms", "tokens", "cost_usd",
                "all_llm_cost_usd", "savings", "errors")
     for name in columns:
-        table.add_column(name, justify="left" if name == "route" else "right", no_wrap=True)
+        table.add_column(HEADERS.get(name, name), justify="left" if name == "route" else "right",
+                         no_wrap=True)
     for row in report["routes"]:
         table.add_row(*(_percent(row[c]) if c == "savings" else _cell(row[c]) for c in columns))
     console.print(table)

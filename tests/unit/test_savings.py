@@ -206,5 +206,5 @@ def test_the_report_shows_all_llm_cost_and_savings_per_route_and_in_total() -> N
     console = Console(width=200, record=True)
     render({"routes": [route, empty], "totals": totals}, console)
     text = console.export_text()
-    assert "all_llm_cost_usd" in text and "savings" in text
+    assert "all_llm_usd" in text and "savings" in text and "0.001 " in text
     assert "99.0%" in text and "all-LLM $0.001000" in text and "savings 99.0%" in text
