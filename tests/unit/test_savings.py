@@ -23,6 +23,7 @@ from workers.answered import AnsweredIndex
 from workers.llm_standin import Faults, StandinLLM, StandinServer
 from workers.pricing import PriceTable, apportion
 from workers.slm_worker import SlmHandler, SlmWorkerSettings
+from workers.upstreams import counterfactual_pricing, load_upstreams
 
 PRICES = PriceTable()
 
@@ -123,6 +124,32 @@ def test_an_llm_answer_is_its_own_counterfactual(standin) -> None:
     assert first.all_llm_cost_usd == pytest.approx(expected)
     assert first.cost_usd == pytest.approx(first.all_llm_cost_usd) and first.slm_cost_usd == 0
     assert by_id["2"].route == "coalesced" and by_id["2"].all_llm_cost_usd == first.all_llm_cost_usd
+
+
+def test_the_slm_worker_prices_with_the_first_upstream_and_needs_no_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    file = tmp_path / "upstreams.toml"
+    file.write_text('''
+[[upstream]]
+name = "main"
+base_url = "https://example.invalid/v1"
+model = "acme-large"
+api_key_env = "POINTSMAN_TEST_KEY_NOT_SET"
+
+[[upstream]]
+name = "spare"
+base_url = "https://spare.invalid/v1"
+model = "gpt-4o"
+
+[prices]
+"acme-large" = [3.0, 12.0]
+''')
+    model, prices = counterfactual_pricing(file)
+    assert (model, prices) == ("acme-large", {"acme-large": (3.0, 12.0)})
+    table = PriceTable()
+    table.prices.update(prices)
+    assert table.all_llm_cost(model, 1000, 100) == pytest.approx((3000 + 1200) / 1e6)
+    with pytest.raises(Exception, match="POINTSMAN_TEST_KEY_NOT_SET"):
+        load_upstreams(file, env={})  # the LLM worker's reading needs the key; this one does not
 
 
 # -- escalation pays the SLM attempt --------------------------------------------------------------
