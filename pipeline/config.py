@@ -17,7 +17,7 @@ from workers.llm_client import LlmSettings
 from workers.llm_worker import LlmWorkerSettings
 from workers.pricing import PriceTable
 from workers.slm_worker import SlmWorkerSettings
-from workers.upstreams import Upstream, load_upstreams
+from workers.upstreams import Upstream, counterfactual_pricing, load_upstreams
 
 DEFAULT_MODEL = "smollm2-135m-instruct-int8"
 
@@ -187,8 +187,14 @@ class Config:
         )
 
     def slm(self) -> SlmWorkerSettings:
+        """The SLM prices its answers' all-LLM counterfactual as the LLM track's first upstream."""
+        model, overrides = (counterfactual_pricing(Path(self.llm_upstreams_file))
+                            if self.llm_upstreams_file else (self.llm_model, {}))
+        prices = PriceTable()
+        prices.prices.update(overrides)
         return SlmWorkerSettings(
             self.bootstrap, self.topics, self.slm_model, threads=self.slm_threads,
+            llm_model=model, prices=prices,
             escalate_below=self.slm_escalate_below, group=self.group("slm"),
             batch_size=self.slm_batch, batch_wait_s=self.slm_batch_wait_ms / 1000,
             answered_lookback_s=self.answered_lookback_s,

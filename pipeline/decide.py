@@ -143,14 +143,16 @@ class RouterCore:
             return _Miss(index, query, query_id, fp, submitted_at, picked_at, timings)
         return self._answered(query, query_id, fp, submitted_at, timings, route="cache",
                               answer=hit.answer, model=hit.model,
-                              reason=f"exact cache: {hit.source_query_id}")
+                              reason=f"exact cache: {hit.source_query_id}",
+                              all_llm_cost_usd=hit.all_llm_cost_usd)
 
     def _second_pass(self, miss: _Miss, look: Lookup | None, vector: np.ndarray | None) -> Outgoing:
         if look is not None and look.entry is not None:
             return self._answered(miss.query, miss.query_id, miss.fingerprint, miss.submitted_at,
                                   miss.timings, route="semantic_cache", answer=look.entry.answer,
                                   model=look.entry.model, similarity=look.similarity,
-                                  reason=f"{look.reason}: {look.entry.source_query_id}")
+                                  reason=f"{look.reason}: {look.entry.source_query_id}",
+                                  all_llm_cost_usd=look.entry.all_llm_cost_usd)
         decision = self.policy.decide(miss.query, vector)
         reason = decision.reason if look is None else f"{decision.reason}; {look.reason}"
         now = self.clock()
@@ -169,13 +171,16 @@ class RouterCore:
 
     def _answered(self, query: Query, query_id: str, fp: str, submitted_at: float, timings: Timings,
                   *, route: Route, answer: str, model: str, reason: str,
-                  similarity: float | None = None) -> Outgoing:
+                  similarity: float | None = None, all_llm_cost_usd: float = 0.0) -> Outgoing:
         now = self.clock()
         timings.total_ms = max(0.0, (now - submitted_at) * 1000)
+        # a cache hit costs nothing; without Pointsman the same query would have gone to the LLM,
+        # so its counterfactual is the one its source answer carried (same prompt for an exact
+        # hit, a paraphrase of it for a semantic one)
         result = Result(
             query_id=query_id, tenant=query.tenant, route=route, answer=answer, model=model,
             similarity=similarity, fingerprint=fp, route_reason=reason, submitted_at=submitted_at,
-            completed_at=now, timings=timings,
+            completed_at=now, timings=timings, all_llm_cost_usd=all_llm_cost_usd,
         )
         return Outgoing(self.topics.results, query_id.encode(), encode_result(result))
 
@@ -183,11 +188,13 @@ class RouterCore:
         """Fill the caches from the results stream (every router sees every result)."""
         learned = [r for r in results
                    if r.route in CACHEABLE_ROUTES and r.error is None and r.fingerprint]
-        entries = [SemanticEntry(key_for(r.query), r.answer, r.model, r.query_id, r.completed_at)
+        entries = [SemanticEntry(key_for(r.query), r.answer, r.model, r.query_id, r.completed_at,
+                                 r.all_llm_cost_usd)
                    for r in learned if self.semantic is not None and r.query is not None]
         with self._caches:
             for r in learned:
-                self.cache.put(r.fingerprint, CachedAnswer(r.answer, r.model, r.query_id, r.completed_at))
+                self.cache.put(r.fingerprint, CachedAnswer(r.answer, r.model, r.query_id,
+                                                           r.completed_at, r.all_llm_cost_usd))
             if entries and self.semantic is not None:
                 self.semantic.put_batch(entries, self.clock())
 

@@ -12,6 +12,7 @@ class CachedAnswer:
     model: str
     source_query_id: str
     stored_at: float
+    all_llm_cost_usd: float = 0.0  # the source answer's all-LLM counterfactual: a hit's own
 
 
 class ExactCache:

@@ -50,6 +50,7 @@ RESULT_COLUMNS = [
     "query_id", "tenant", "route", "model", "answer", "error", "prompt_tokens",
     "completion_tokens", "cost_usd", "confidence", "similarity", "fingerprint", "route_reason",
     "submitted_at", "completed_at", "queued_ms", "routed_ms", "wait_ms", "inference_ms", "total_ms",
+    "all_llm_cost_usd", "slm_cost_usd",  # 004_counterfactual_cost.sql
 ]
 DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
@@ -149,7 +150,7 @@ def result_row(r: Result) -> list[Any]:
         r.query_id, r.tenant, r.route, r.model, r.answer, r.error or "", r.prompt_tokens,
         r.completion_tokens, r.cost_usd, r.confidence, r.similarity, r.fingerprint,
         r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
-        t.wait_ms, t.inference_ms, t.total_ms,
+        t.wait_ms, t.inference_ms, t.total_ms, r.all_llm_cost_usd, r.slm_cost_usd,
     ]
 
 

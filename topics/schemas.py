@@ -65,6 +65,9 @@ class RouteRequest(msgspec.Struct, frozen=True):
     # False: the SLM answers itself whatever its confidence (a tenant forced to the SLM, so an
     # all-SLM measurement gets the SLM's own answers)
     escalate: bool = True
+    # what the SLM attempt before an escalation cost (its share of the micro-batch): the LLM
+    # worker adds it to the escalated result's cost_usd, since that attempt was paid for too
+    prior_cost_usd: float = 0.0
 
 
 class Result(msgspec.Struct, omit_defaults=True):
@@ -75,7 +78,7 @@ class Result(msgspec.Struct, omit_defaults=True):
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # everything this answer cost: an escalated one includes the SLM try
     confidence: float | None = None
     similarity: float | None = None
     error: str | None = None
@@ -86,6 +89,11 @@ class Result(msgspec.Struct, omit_defaults=True):
     timings: Timings = msgspec.field(default_factory=Timings)
     # the question answered, so every router can fill its semantic cache from the results stream
     query: Query | None = None
+    # What this query would have cost with no Pointsman in front: every query sent to the
+    # configured LLM (workers/pricing.py all_llm_cost). 0.0 only where no tokens are known (a
+    # failed call). Cache, semantic-cache and coalesced rows carry their source answer's figure.
+    all_llm_cost_usd: float = 0.0
+    slm_cost_usd: float = 0.0  # the part of cost_usd spent on the SLM (all of it on route slm)
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):

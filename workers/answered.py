@@ -54,7 +54,8 @@ class AnsweredIndex:
                 at = result.completed_at or self.clock()
                 _put(self._queries, (result.query_id, result.fingerprint), at, self.max_query_ids)
                 if result.route in ANSWERING_ROUTES and result.fingerprint:
-                    answer = Answer(result.answer, result.model, confidence=result.confidence)
+                    answer = Answer(result.answer, result.model, confidence=result.confidence,
+                                    all_llm_cost_usd=result.all_llm_cost_usd)
                     _put(self._answers, result.fingerprint, (at, answer), self.max_answers)
 
     def has_result(self, query_id: str, fingerprint: str) -> bool:

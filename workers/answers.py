@@ -26,6 +26,7 @@ class Answer:
     inference_ms: float = 0.0
     cost_usd: float = 0.0
     error: str | None = None
+    all_llm_cost_usd: float = 0.0  # the all-LLM counterfactual (workers/pricing.py)
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,21 @@ def result_for(
         total_ms=max(0.0, (now - request.submitted_at) * 1000),
     )
     reason = request.reason if request.escalation is None else f"escalated: {request.escalation}"
+    # a follower shared the leader's inference, so it costs nothing of its own; an escalated
+    # request also pays for the SLM attempt before it (carried on the request, leader only)
+    own = 0.0 if coalesced else answer.cost_usd
+    slm_cost = (own if route == "slm" else 0.0) + request.prior_cost_usd
     return Result(
         query_id=request.query_id, tenant=request.query.tenant,
         route="coalesced" if coalesced else route, answer=answer.text, model=answer.model,
         prompt_tokens=0 if coalesced else answer.prompt_tokens,
         completion_tokens=0 if coalesced else answer.completion_tokens,
-        cost_usd=0.0 if coalesced else answer.cost_usd, confidence=answer.confidence,
+        cost_usd=own + request.prior_cost_usd, confidence=answer.confidence,
         error=answer.error, fingerprint=request.fingerprint, route_reason=reason,
         submitted_at=request.submitted_at, completed_at=now, timings=timings,
         query=None if coalesced else request.query,  # one copy per fingerprint is enough to learn
+        # a coalesced asker would have paid the LLM in full too: same question, same counterfactual
+        all_llm_cost_usd=answer.all_llm_cost_usd, slm_cost_usd=slm_cost,
     )
 
 

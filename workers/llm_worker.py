@@ -240,13 +240,16 @@ class LlmWorker:
         try:
             done = await self.client.complete(messages, max_tokens=query.max_tokens,
                                               temperature=query.temperature, deadline=deadline)
+            cost = self.settings.prices.llm_cost(done.model, done.prompt_tokens,
+                                                 done.completion_tokens,
+                                                 configured=self.client.settings.model)
             return Answer(
                 text=done.text, model=done.model, prompt_tokens=done.prompt_tokens,
                 completion_tokens=done.completion_tokens,
-                inference_ms=(time.perf_counter() - started) * 1000,
-                cost_usd=self.settings.prices.llm_cost(done.model, done.prompt_tokens,
-                                                       done.completion_tokens,
-                                                       configured=self.client.settings.model),
+                inference_ms=(time.perf_counter() - started) * 1000, cost_usd=cost,
+                # the all-LLM path would have made this very call: its cost is the counterfactual
+                # (an escalated result's cost_usd adds the SLM attempt on top: result_for)
+                all_llm_cost_usd=cost,
             )
         except PointsmanError as exc:
             # retries are spent or the deadline passed: answer with the error, never loop forever

@@ -1,7 +1,19 @@
-"""Cost per answer: token prices for remote models, CPU time for local ones."""
+"""Cost per answer: token prices for remote models, CPU time for local ones, and the all-LLM
+counterfactual each answer is compared with.
+
+The counterfactual of a query is the configured LLM's price for its prompt and an answer of the
+length we saw: when the LLM answered, its own token counts (the all-LLM path would have made the
+very same call); when the SLM answered, the SLM's counts. The SLM's prompt count comes from its
+own tokenizer over the same chat messages and chat template: not the LLM's tokenizer, so an
+estimate, but the only count there is without calling the LLM (and chat templates add a similar
+few tokens per message on both sides). Its completion count stands in for the LLM's: the length
+of answer the question took, capped by the same max_tokens; it errs low where an LLM would have
+been wordier. Only a call that failed with no tokens at all has a counterfactual of 0 (unknown).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # USD per 1M tokens (prompt, completion); users override with POINTSMAN_LLM_PRICE
@@ -39,3 +51,18 @@ class PriceTable:
 
     def cpu_cost(self, seconds: float, threads: int) -> float:
         return seconds * threads * self.cpu_hour_usd / 3600
+
+    def all_llm_cost(self, llm_model: str, prompt_tokens: int, completion_tokens: int) -> float:
+        """The counterfactual: what `llm_model` (the first upstream's) would charge for a prompt
+        and an answer of these lengths (see the module docstring for which counts are used)."""
+        return self.llm_cost(llm_model, prompt_tokens, completion_tokens)
+
+
+def apportion(total: float, weights: Sequence[int]) -> list[float]:
+    """`total` split in proportion to `weights` (each micro-batch member's prompt + completion
+    tokens: its share of the work); evenly when no member has a weight, so nothing is lost."""
+    clean = [max(0, w) for w in weights]
+    whole = sum(clean)
+    if whole == 0:
+        return [total / len(clean)] * len(clean) if clean else []
+    return [total * w / whole for w in clean]

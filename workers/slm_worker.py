@@ -10,7 +10,7 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
 from workers.loop import LoopSettings, StopFlag, producing, run_loop
-from workers.pricing import PriceTable
+from workers.pricing import PriceTable, apportion
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class SlmWorkerSettings:
     # the results topic read back from this far (and remembered as long): what is answered already
     answered_lookback_s: float = 3600.0
     answered_warmup_s: float = 30.0  # longest wait for that read-back before consuming
+    # each answer's all-LLM counterfactual is priced at this model (the LLM track's first upstream)
+    llm_model: str = "gpt-4o-mini"
+    prices: PriceTable = field(default_factory=PriceTable)  # with the upstreams file's overrides
 
 
 class SlmHandler:
@@ -111,23 +114,33 @@ class SlmHandler:
             )
         except Exception as exc:  # the model failing must not stop the stream: escalate
             log.exception("SLM generation failed for %d queries", len(groups))
-            failed = Answer("", self.engine.model_name, error=f"slm error: {exc}")
+            spent = self.prices.cpu_cost(time.perf_counter() - started, self.settings.threads)
+            # the time was spent all the same; with no tokens to weigh, each pays an even share
+            failed = Answer("", self.engine.model_name, error=f"slm error: {exc}",
+                            cost_usd=spent / len(groups))
             return [(g, failed) for g in groups]
         seconds = time.perf_counter() - started
-        cost = self.prices.cpu_cost(seconds, self.settings.threads) / len(groups)
+        # a long prompt or a long answer takes more of the batch's compute than a short one
+        costs = apportion(self.prices.cpu_cost(seconds, self.settings.threads),
+                          [gen.prompt_tokens + gen.completion_tokens for gen in generations])
+        llm_model = self.settings.llm_model
         return [(group, Answer(
             text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, confidence=gen.confidence,
             inference_ms=seconds * 1000, cost_usd=cost,
-        )) for group, gen in zip(groups, generations, strict=True)]
+            all_llm_cost_usd=self.prices.all_llm_cost(llm_model, gen.prompt_tokens,
+                                                      gen.completion_tokens),
+        )) for group, gen, cost in zip(groups, generations, costs, strict=True)]
 
     def _escalate(self, group: Group, answer: Answer) -> list[Outgoing]:
         reason = answer.error or (
             f"low confidence {answer.confidence:.2f} < {self.settings.escalate_below:.2f}"
         )
         out = []
-        for request in [group.leader, *group.followers]:
-            escalated = msgspec.structs.replace(request, track="llm", escalation=reason)
+        for i, request in enumerate([group.leader, *group.followers]):
+            # the attempt ran once, for the leader: only its result carries the attempt's cost
+            escalated = msgspec.structs.replace(request, track="llm", escalation=reason,
+                                                prior_cost_usd=answer.cost_usd if i == 0 else 0.0)
             out.append(Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(),
                                 encode(escalated)))
         return out
@@ -143,7 +156,7 @@ def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generato
         settings.bootstrap, settings.group, (settings.topics.route_slm,),
         settings.batch_size, settings.batch_wait_s,
     )
-    handler = SlmHandler(settings, engine, PriceTable(), answered)
+    handler = SlmHandler(settings, engine, settings.prices, answered)
     run_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)
 
 

@@ -26,6 +26,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from topics.errors import ConfigError
 
@@ -56,13 +57,34 @@ def resolve_key(entry: Mapping[str, object], env: Mapping[str, str]) -> str:
     return ""
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read upstreams file {path}: {exc}") from None
+
+
+def _prices(data: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    table = data.get("prices", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("[prices] must be a table of model = [prompt, completion]")
+    return {str(k): (float(v[0]), float(v[1])) for k, v in table.items()}
+
+
+def counterfactual_pricing(path: Path) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The first upstream's model and the price overrides, without touching any API key: what
+    the SLM worker prices its answers' all-LLM counterfactual with (it holds no keys)."""
+    data = _read(path)
+    entries = data.get("upstream", [])
+    if not entries or "model" not in entries[0]:
+        raise ConfigError(f"{path}: no [[upstream]] entry with a model")
+    return str(entries[0]["model"]), _prices(data)
+
+
 def load_upstreams(path: Path, env: Mapping[str, str] = os.environ
                    ) -> tuple[list[Upstream], dict[str, tuple[float, float]]]:
     """Upstreams (in order) and the price table overrides from a TOML file."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read upstreams file {path}: {exc}") from None
+    data = _read(path)
     entries = data.get("upstream", [])
     if not entries:
         raise ConfigError(f"{path}: no [[upstream]] entries")
@@ -78,5 +100,4 @@ def load_upstreams(path: Path, env: Mapping[str, str] = os.environ
             ))
         except KeyError as exc:
             raise ConfigError(f"{path}: upstream {i} lacks {exc}") from None
-    prices = {str(k): (float(v[0]), float(v[1])) for k, v in data.get("prices", {}).items()}
-    return upstreams, prices
+    return upstreams, _prices(data)

@@ -81,6 +81,9 @@ class SemanticEntry:
     model: str
     source_query_id: str
     stored_at: float
+    # the source answer's all-LLM counterfactual; a hit carries it (a paraphrase is priced as
+    # its source: near enough, since the hit shares its answer and nearly its prompt)
+    all_llm_cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)

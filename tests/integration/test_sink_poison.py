@@ -210,7 +210,7 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
     database = opened(tmp_path / "clickhouse", upto="001_init.sql")
     now = time.time()  # recent rows: 001's TTL has not erased their bodies yet
     old = [result(f"r{i}", submitted_at=now - i * 2 * 86_400, completed_at=now) for i in range(30)]
-    database.insert("pointsman.results", [result_row(r) for r in old], RESULT_COLUMNS)
+    insert_legacy(database, old)
     letter = DeadLetter(reason="why", raw="body", source_topic="p.q", partition=0, offset=3,
                         failed_at=now)
     database.insert("pointsman.dead_letters", [dead_letter_row(letter)],
@@ -218,8 +218,9 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
                      "query_id", "tenant", "failed_at"])
     before = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                             "FROM pointsman.results ORDER BY query_id")[1]
-    assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
-                                        "003_results_key_with_fingerprint.sql"]
+    assert migrate(database.client)[:3] == ["002_ttl_from_inserted_at.sql",
+                                            "003_results_key_with_fingerprint.sql",
+                                            "004_counterfactual_cost.sql"]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -236,6 +237,73 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
     SinkWriter(database, TOPICS)(messages([result("new", submitted_at=1.8e9)]))
     assert database.query("SELECT countMerge(queries) FROM pointsman.results_per_minute "
                           "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1,)]
+
+
+# the results columns before 004_counterfactual_cost.sql
+LEGACY_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("all_llm_cost_usd", "slm_cost_usd")]
+
+
+def insert_legacy(database: Database, rows: list[Result]) -> None:
+    """Rows as a sink before migration 004 wrote them."""
+    values = [[v for c, v in zip(RESULT_COLUMNS, result_row(r), strict=True) if c in LEGACY_COLUMNS]
+              for r in rows]
+    database.insert("pointsman.results", values, LEGACY_COLUMNS)
+
+
+def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
+        opened: Opener, tmp_path: Path) -> None:
+    database = opened(tmp_path / "clickhouse", upto="003_results_key_with_fingerprint.sql")
+    now = time.time()
+    old = [result(f"r{i}", submitted_at=now - i * 3_600, completed_at=now, cost_usd=0.001 * i,
+                  prompt_tokens=i, completion_tokens=2 * i) for i in range(20)]
+    insert_legacy(database, old)
+    every = ("SELECT query_id, tenant, route, model, answer, prompt_tokens, completion_tokens, "
+             "cost_usd, fingerprint, submitted_at, completed_at, inserted_at "
+             "FROM pointsman.results ORDER BY query_id")
+    before = database.query(every)[1]
+    rollup = ("SELECT countMerge(queries), round(sumMerge(cost_usd), 6) "
+              "FROM pointsman.results_per_minute")
+    rolled = database.query(rollup)[1]
+    assert migrate(database.client)[:1] == ["004_counterfactual_cost.sql"]
+    assert migrate(database.client) == []  # recorded: a restart does not run it again
+    # a crash after its statements ran but before it was recorded: the rerun must be harmless
+    database.command("DELETE FROM pointsman.schema_migrations "
+                     "WHERE name = '004_counterfactual_cost.sql'")
+    assert migrate(database.client) == ["004_counterfactual_cost.sql"]
+    assert database.query(every)[1] == before  # every old row, every value, untouched
+    assert database.query("SELECT count(), sum(all_llm_cost_usd), sum(slm_cost_usd) "
+                          "FROM pointsman.results")[1] == [(20, 0.0, 0.0)]  # old rows: unknown
+    assert database.query(rollup)[1] == rolled  # the rollup kept what it had
+    # new rows land with both columns, and the per-minute view now sums the counterfactual
+    fresh = result("new", submitted_at=1.8e9, cost_usd=0.0001, all_llm_cost_usd=0.002,
+                   slm_cost_usd=0.0001)
+    SinkWriter(database, TOPICS)(messages([fresh]))
+    assert database.query("SELECT all_llm_cost_usd, slm_cost_usd FROM pointsman.results "
+                          "WHERE query_id = 'new'")[1] == [(0.002, 0.0001)]
+    assert database.query(
+        "SELECT countMerge(queries), sumMerge(cost_usd), sumMerge(all_llm_cost_usd) "
+        "FROM pointsman.results_per_minute WHERE minute = toStartOfMinute(toDateTime(1800000000))"
+    )[1] == [(1, 0.0001, 0.002)]
+
+
+def test_the_report_computes_savings_per_route_and_in_total(db: Database) -> None:
+    from pipeline.report import collect
+
+    rows = [result("s1", route="slm", cost_usd=0.0001, all_llm_cost_usd=0.002, slm_cost_usd=0.0001),
+            result("s2", route="slm", cost_usd=0.0001, all_llm_cost_usd=0.002, slm_cost_usd=0.0001),
+            result("c1", route="cache", all_llm_cost_usd=0.002),
+            result("e1", route="escalated", cost_usd=0.0021, all_llm_cost_usd=0.002,
+                   slm_cost_usd=0.0001),
+            result("f1", route="llm", error="llm failed: 500")]  # no tokens, no counterfactual
+    SinkWriter(db, TOPICS)(messages(rows))
+    report = collect(db)
+    routes = {r["route"]: r for r in report["routes"]}
+    assert routes["slm"]["all_llm_cost_usd"] == 0.004 and routes["slm"]["savings"] == 0.95
+    assert routes["cache"]["savings"] == 1.0
+    assert routes["escalated"]["savings"] == -0.05  # the SLM attempt made it dearer than all-LLM
+    assert routes["llm"]["savings"] is None  # nothing to compare with
+    totals = report["totals"]
+    assert totals["all_llm_cost_usd"] == 0.008 and totals["savings"] == round(1 - 0.0023 / 0.008, 4)
 
 
 def test_retention_is_a_setting_applied_only_when_it_differs(db: Database) -> None:

@@ -1,0 +1,115 @@
+"""Savings in every row, live: real broker, Faust router, LLM worker on the local stand-in, real
+(tiny) SLM, sink into embedded ClickHouse. An escalated row's cost includes its SLM attempt, and
+every row (cache, coalesced and escalated ones too) carries an all-LLM counterfactual."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.kafka_io import Outgoing, OutputProducer
+from pipeline.config import Config
+from pipeline.roles import serve_slm
+from tests.harness import Pipeline
+from workers.loop import StopFlag
+from workers.pricing import PriceTable
+from workers.slm.engine import SlmEngine
+
+pytestmark = pytest.mark.integration
+
+RESULTS = "SELECT count() FROM pointsman.results FINAL"
+ROWS = ("SELECT query_id, route, error, prompt_tokens, completion_tokens, cost_usd, "
+        "all_llm_cost_usd, slm_cost_usd FROM pointsman.results FINAL")
+LLM_MODEL = "gpt-4o-mini"  # the model the stand-in is asked for (POINTSMAN_LLM_MODEL's default)
+
+
+class SteeredEngine:
+    """The real tiny engine; only its confidence is set by the prompt ("hard" ones fall under the
+    escalation bar, the rest clear it), so the test decides which answers escalate."""
+
+    def __init__(self, engine: SlmEngine) -> None:
+        self.engine, self.model_name = engine, engine.model_name
+
+    def generate(self, prompts: list, **kw: Any) -> list:  # type: ignore[type-arg]
+        out = self.engine.generate(prompts, **kw)
+        return [dataclasses.replace(gen, confidence=0.0 if "hard" in p[-1]["content"] else 0.99)
+                for p, gen in zip(prompts, out, strict=True)]
+
+
+@pytest.fixture()
+def slm_worker(pipeline: Pipeline, broker: str, tiny_model: Path) -> Iterator[None]:
+    config = Config(bootstrap=broker, topic_prefix=pipeline.topics.prefix, slm_model=tiny_model,
+                    slm_threads=1, slm_escalate_below=0.5)
+    settings = dataclasses.replace(config.slm(), llm_model=LLM_MODEL, answered_warmup_s=10)
+    stop = StopFlag()
+    worker = threading.Thread(target=serve_slm, daemon=True,
+                              args=(settings, stop, SteeredEngine(SlmEngine(tiny_model, threads=1))))
+    worker.start()
+    yield
+    stop.set()
+    worker.join(30)
+
+
+def send(pipeline: Pipeline, broker: str, queries: list[dict[str, Any]]) -> None:
+    producer = OutputProducer(broker)
+    producer.send([Outgoing(pipeline.topics.queries, None, json.dumps({"max_tokens": 6, **q}).encode())
+                   for q in queries])
+    producer.deliver()
+
+
+def test_every_row_carries_its_counterfactual_and_escalations_pay_the_slm_attempt(
+        pipeline: Pipeline, broker: str, slm_worker: None) -> None:
+    pipeline.start("sink", "router", "llm")
+    first = ([{"id": f"easy-{i}", "text": f"easy question {i}"} for i in range(3)]
+             + [{"id": f"hard-{i}", "text": f"hard question {i}"} for i in range(3)]
+             # a budget over the baseline policy's 256 tokens: straight to the LLM
+             + [{"id": f"long-{i}", "text": f"long question {i}", "max_tokens": 257} for i in range(2)]
+             # copies sent with their originals: one inference, the copy answered as coalesced
+             + [{"id": "easy-0-copy", "text": "easy question 0"},
+                {"id": "hard-0-copy", "text": "hard question 0"}])
+    send(pipeline, broker, first)
+    assert pipeline.wait_until(RESULTS, len(first), timeout=300) == len(first)
+    # asked again once answered: the router's exact cache answers
+    again = [{"id": "easy-1-later", "text": "easy question 1"},
+             {"id": "hard-1-later", "text": "hard question 1"}]
+    send(pipeline, broker, again)
+    total = len(first) + len(again)
+    assert pipeline.wait_until(RESULTS, total, timeout=120) == total
+
+    columns, rows = pipeline.reader().query(ROWS)
+    by_id = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    routes = {r["route"] for r in by_id.values()}
+    assert {"slm", "escalated", "llm", "coalesced", "cache"} <= routes, routes
+    assert all(r["error"] == "" for r in by_id.values())
+    prices = PriceTable()
+    for qid in ("hard-0", "hard-1", "hard-2"):
+        row = by_id[qid]
+        assert row["route"] == "escalated" and row["slm_cost_usd"] > 0, row
+        llm_part = prices.llm_cost(LLM_MODEL, row["prompt_tokens"], row["completion_tokens"])
+        assert row["cost_usd"] == pytest.approx(llm_part + row["slm_cost_usd"]), row
+        assert row["all_llm_cost_usd"] == pytest.approx(llm_part), row
+    for qid in ("easy-0", "easy-1", "easy-2"):
+        row = by_id[qid]
+        assert row["route"] == "slm" and row["slm_cost_usd"] == row["cost_usd"] > 0, row
+        assert row["all_llm_cost_usd"] == pytest.approx(
+            prices.llm_cost(LLM_MODEL, row["prompt_tokens"], row["completion_tokens"])), row
+    for qid in ("long-0", "long-1"):
+        assert by_id[qid]["route"] == "llm" and by_id[qid]["slm_cost_usd"] == 0
+    # every row has a counterfactual: cache and coalesced rows carry their source answer's
+    assert all(r["all_llm_cost_usd"] > 0 for r in by_id.values()), by_id
+    assert by_id["easy-1-later"]["all_llm_cost_usd"] == by_id["easy-1"]["all_llm_cost_usd"]
+    assert by_id["hard-1-later"]["all_llm_cost_usd"] == by_id["hard-1"]["all_llm_cost_usd"]
+
+    report = pipeline.cli("report", "--json")
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)
+    per_route = {r["route"]: r for r in data["routes"]}
+    assert per_route["cache"]["savings"] == 1.0 and per_route["escalated"]["savings"] < 0
+    assert data["totals"]["all_llm_cost_usd"] > data["totals"]["cost_usd"] > 0
+    assert 0 < data["totals"]["savings"] < 1
