@@ -32,6 +32,7 @@ from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
 from topics.redact import redact
 from topics.schemas import DeadLetter, RouteRequest
+from topics.shadow import encode_evaluation
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
 from workers.coalesce import RecentAnswers
@@ -39,6 +40,7 @@ from workers.llm_client import ChatClient, LlmSettings
 from workers.loop import StopFlag
 from workers.offsets import OffsetTracker
 from workers.pricing import PriceTable
+from workers.shadow import ShadowJudge, ShadowRunner, ShadowSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,13 @@ class LlmWorkerSettings:
     group: str = "pointsman-llm"
     answered_lookback_s: float = 3600.0  # the results topic read back this far: what is answered
     answered_warmup_s: float = 30.0
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)  # shadow calls' own limits
 
 
 class LlmWorker:
     def __init__(self, settings: LlmWorkerSettings, client: ChatClient,
                  producer: PipelinedProducer | None = None,
-                 answered: AnsweredIndex | None = None) -> None:
+                 answered: AnsweredIndex | None = None, judge: ShadowJudge | None = None) -> None:
         self.settings = settings
         self.client = client
         self.tracker = OffsetTracker()
@@ -72,6 +75,9 @@ class LlmWorker:
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
         self._stop = StopFlag()  # replaced by run()'s flag
+        # shadow requests (topics/shadow.py): judged, never answered to the user, lowest priority
+        self.shadows = ShadowRunner(settings.shadow, client, settings.prices, judge,
+                                    live_calls=lambda: len(self.calls))
 
     @property
     def producer(self) -> PipelinedProducer:
@@ -147,8 +153,19 @@ class LlmWorker:
     async def _outputs(self, message: Message) -> list[Outgoing]:
         picked, out = decode_requests([message], self.settings.topics)
         for item in picked:
-            out += await self._answer(item.request, item.picked_at)
+            if item.request.shadow_of is not None:
+                out += await self._shadow(item.request)
+            else:
+                out += await self._answer(item.request, item.picked_at)
         return out
+
+    async def _shadow(self, request: RouteRequest) -> list[Outgoing]:
+        """An evaluation for the evaluations topic, or nothing: a shadow never becomes a Result."""
+        evaluation = await self.shadows.evaluate(request)
+        if evaluation is None:
+            return []
+        return [Outgoing(self.settings.topics.evaluations, request.query_id.encode(),
+                         encode_evaluation(evaluation))]
 
     def _failed(self, message: Message, exc: BaseException) -> list[Outgoing]:
         """An error result and a dead letter for a message whose handling raised; just the dead
@@ -156,6 +173,9 @@ class LlmWorker:
         reason = f"llm worker failed: internal error: {exc!r}"  # redacted by topics.limits
         try:
             request = decode(message.value(), RouteRequest)
+            if request.shadow_of is not None:  # the user has an answer: never an error result
+                log.warning("shadow of %s dropped: %s", request.query_id, redact(reason)[:500])
+                return []
             answer = Answer("", self.client.settings.model, error=reason)
             route = "escalated" if request.escalation else "llm"
             result = result_for(request, answer, route, time.time(), coalesced=False)
@@ -295,11 +315,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,
                    transport: httpx.AsyncBaseTransport | None = None,
-                   answered: AnsweredIndex | None = None) -> None:
+                   answered: AnsweredIndex | None = None, judge: ShadowJudge | None = None) -> None:
     async def main() -> None:
         limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
         async with httpx.AsyncClient(transport=transport, limits=limits) as http:
-            worker = LlmWorker(settings, ChatClient(settings.llm, http), answered=answered)
+            worker = LlmWorker(settings, ChatClient(settings.llm, http), answered=answered,
+                               judge=judge)
             await worker.run(stop)
 
     asyncio.run(main())

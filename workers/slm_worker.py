@@ -1,6 +1,8 @@
 """SLM worker: answers route.slm requests with the local ONNX model, in micro-batches.
 
 Low-confidence or failed answers are escalated to the LLM track instead of being returned.
+A share (`shadow_rate`) of the answers it serves also goes to the LLM track as a shadow request,
+which the LLM worker judges against its own answer (topics/shadow.py); the user sees only ours.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from confluent_kafka import Message
 from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.names import Topics
+from topics.schemas import RouteRequest, ShadowOf
+from topics.shadow import shadow_chosen, shadow_request
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
@@ -49,6 +53,7 @@ class SlmWorkerSettings:
     # the results topic read back from this far (and remembered as long): what is answered already
     answered_lookback_s: float = 3600.0
     answered_warmup_s: float = 30.0  # longest wait for that read-back before consuming
+    shadow_rate: float = 0.0  # share of served answers also sent to the LLM track to be judged
 
 
 class SlmHandler:
@@ -89,7 +94,20 @@ class SlmHandler:
                 continue
             self.recent.put(group.leader.fingerprint, answer, time.time())
             out += results_for_group(group, answer, "slm", picked_at, topics)
+            out += self._shadow(group.leader, answer)
         return out
+
+    def _shadow(self, request: RouteRequest, answer: Answer) -> list[Outgoing]:
+        """The leader's answer (the one with route slm) shadowed, when the hash chooses it."""
+        if not shadow_chosen(request.query_id, request.fingerprint, self.settings.shadow_rate):
+            return []
+        served = ShadowOf(route="slm", answer=answer.text, model=answer.model,
+                          cost_usd=answer.cost_usd, confidence=answer.confidence)
+        value = shadow_request(request, served, routed_at=time.time())
+        if value is None:
+            log.warning("shadow of %s not sent: too large for the broker", request.query_id)
+            return []
+        return [Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(), value)]
 
     def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
         """One engine call for the whole micro-batch; each query keeps its own budget,
