@@ -4,9 +4,8 @@ validate -> fingerprint -> exact cache -> policy. A share (`shadow_rate`) of sem
 is also sent to the LLM track as a shadow request, so the LLM worker judges the cached answer
 against a fresh one (topics/shadow.py): the cache's precision measured on real traffic.
 Duplicates still in flight are sent on with the same key (their fingerprint), so they land on
-the same worker partition, and the worker
-answers them all with one inference (see workers/coalesce.py): coalescing survives restarts
-because it needs no state outside Kafka.
+the same worker partition, and the worker answers them all with one inference (see
+workers/coalesce.py): coalescing survives restarts because it needs no state outside Kafka.
 """
 
 from __future__ import annotations

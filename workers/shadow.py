@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,11 @@ class _Judged:
     judge: str
     score: float
     cost_usd: float = 0.0
+
+
+def _unit(score: float) -> float:
+    """A score in [0, 1]: NaN (which JSON would carry as null, and no sink decode) reads as 0."""
+    return 0.0 if math.isnan(score) else min(1.0, max(0.0, score))
 
 
 class ShadowRunner:
@@ -129,7 +135,7 @@ class ShadowRunner:
         self.judged += 1
         return Evaluation(
             query_id=request.query_id, tenant=query.tenant, route=served.route,
-            judge=verdict.judge, score=verdict.score, fingerprint=request.fingerprint,
+            judge=verdict.judge, score=_unit(verdict.score), fingerprint=request.fingerprint,
             served_model=served.model, shadow_model=shadow.model, served_cost_usd=served.cost_usd,
             shadow_cost_usd=shadow_cost + verdict.cost_usd, judge_cost_usd=verdict.cost_usd,
             shadow_prompt_tokens=shadow.prompt_tokens,

@@ -118,7 +118,7 @@ RUBRIC = ("You grade whether a candidate answer says the same as a reference ans
           "and 1 only: 1 when they agree fully, 0 when they contradict or the candidate is wrong, "
           "in between for partial agreement.")
 _RUBRIC_BODY_CHARS = 6000  # each text in the rubric prompt is cut to this: the judge call stays small
-_SCORE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*(\d+(?:\.\d+)?))?")
+_SCORE = re.compile(r"(?<![\w.-])(\d+(?:\.\d+)?|\.\d+)\s*(%|/\s*(\d+(?:\.\d+)?))?")
 
 
 def _cut(text: str) -> str:
