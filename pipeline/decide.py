@@ -138,7 +138,7 @@ class RouterCore:
         if value is None:
             log.warning("shadow of %s not sent: too large for the broker", miss.query_id)
             return []
-        return [Outgoing(self.topics.route_llm, miss.fingerprint.encode(), value)]
+        return [Outgoing(self.topics.route_shadow, miss.fingerprint.encode(), value)]
 
     def _failed(self, message: Incoming, exc: Exception) -> Outgoing:
         """One message's failure is its own dead letter, never its batch's."""

@@ -73,6 +73,11 @@ class Topics:
         return f"{self.prefix}deadletter"
 
     @property
+    def route_shadow(self) -> str:
+        """Shadow requests (topics/shadow.py): the LLM track's lowest-priority lane."""
+        return f"{self.prefix}route.shadow"
+
+    @property
     def evaluations(self) -> str:
         return f"{self.prefix}evaluations"
 
@@ -85,6 +90,6 @@ class Topics:
         # the router rebuilds its caches from results, so keep them for the cache TTL and more
         configs = [(self.queries, week), (self.backfill, week), (self.route_slm, week),
                    (self.route_llm, week), (self.results, week), (self.deadletter, month),
-                   (self.evaluations, month)]
+                   (self.route_shadow, week), (self.evaluations, month)]
         return [TopicSpec(name, partitions, config, self.replication_factor,
                           self.min_insync_replicas) for name, config in configs]

@@ -5,6 +5,12 @@ its offset is committed once it and every earlier one are done (workers/offsets.
 `max_in_flight` messages are open the consumer's partitions are paused, so a slow upstream
 builds lag in Kafka, not memory in this process. Identical queries in flight share one call.
 
+Shadow requests (topics/shadow.py) come on their own topic, route.shadow, a lane with its own
+small cap (`shadow.max_open`, paused apart from the live lane) and concurrency: they never take
+a live request's slot, never hold back a live offset's commit, and start only while live calls
+leave the upstream client idle (workers/shadow.py). A shadow ends as an evaluation on the
+evaluations topic, or, if it fails, as a log line: never a Result, never a dead letter.
+
 Nothing that goes wrong with one message pins its partition: any exception while decoding,
 answering or encoding it becomes an error result (when the message is a readable route request)
 and a dead letter, and its offset moves on. Every text that leaves (results, dead letters, log
@@ -88,21 +94,29 @@ class LlmWorker:
 
     async def run(self, stop: StopFlag) -> None:
         self._stop = stop
+        topics = self.settings.topics
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
-                                [self.settings.topics.route_llm], on_revoke=self._on_revoke)
+                                [topics.route_llm, topics.route_shadow], on_revoke=self._on_revoke)
         poller = asyncio.create_task(self.producer.poll_forever())
         tasks: set[asyncio.Task[None]] = set()
-        paused = False
+        # each lane has its own cap: live requests up to max_in_flight, shadows up to their
+        # max_open; a full lane's partitions are paused, so its lag stays in Kafka
+        lanes = {topics.route_llm: self.settings.max_in_flight,
+                 topics.route_shadow: self.settings.shadow.max_open}
+        paused: set[str] = set()
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                room = self.settings.max_in_flight - self.tracker.in_flight
-                if room <= 0:
-                    consumer.pause(consumer.assignment())  # back-pressure: lag stays in Kafka
-                    paused = True
-                elif paused:
-                    consumer.resume(consumer.assignment())
-                    paused = False
+                room = 0
+                for topic, cap in lanes.items():
+                    free = cap - self.tracker.in_flight_of(topic)
+                    room += max(free, 0)
+                    if free <= 0:
+                        consumer.pause(_of_topic(consumer, topic))
+                        paused.add(topic)
+                    elif topic in paused:
+                        consumer.resume(_of_topic(consumer, topic))
+                        paused.discard(topic)
                 # timeout=0 never blocks: the event loop keeps serving the calls in flight; a paused
                 # consumer still polls, which keeps it in the group
                 messages = consumer.consume(max(room, 1), timeout=0)
@@ -152,9 +166,13 @@ class LlmWorker:
 
     async def _outputs(self, message: Message) -> list[Outgoing]:
         picked, out = decode_requests([message], self.settings.topics)
+        shadow_lane = message.topic() == self.settings.topics.route_shadow
         for item in picked:
             if item.request.shadow_of is not None:
                 out += await self._shadow(item.request)
+            elif shadow_lane:  # nothing to judge against; answering it would reach the user
+                log.warning("request %s on the shadow topic has no served answer; dropped",
+                            item.request.query_id)
             else:
                 out += await self._answer(item.request, item.picked_at)
         return out
@@ -300,6 +318,10 @@ class LlmWorker:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(consumer, revoked)
         self.tracker.forget(revoked)
+
+
+def _of_topic(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    return [tp for tp in consumer.assignment() if tp.topic == topic]
 
 
 def _log_unexpected(what: str, exc: BaseException) -> None:

@@ -1,9 +1,10 @@
 """The LLM worker's shadow calls: answer a shadow request fresh, judge the served answer by it.
 
-Shadows are the lowest priority in the worker. At most `concurrency` run at once, a shadow
-starts only while live calls leave the upstream client a free slot, and when `max_pending`
-shadows are open already a new one is shed. A shadow that fails anywhere (its call, its judge,
-waiting too long) is logged and dropped: no retry beyond the client's own bounded ones, no dead
+Shadows are the lowest priority in the worker. They arrive on their own topic, whose
+partitions the worker pauses while `max_open` shadows are open (their lag stays in Kafka); at
+most `concurrency` call the upstream at once, and each starts only while live calls leave the
+upstream client a free slot. A shadow that fails anywhere (its call, its judge, waiting longer
+than `max_wait_s`) is logged and dropped: no retry beyond the client's own bounded ones, no dead
 letter, and never a Result: the user was served already.
 
 The judge is handed in (the app builds pipeline.eval.judge.AnswerJudge), so this module imports
@@ -51,9 +52,9 @@ class ShadowJudge(Protocol):
 
 @dataclass(frozen=True)
 class ShadowSettings:
-    concurrency: int = 2  # shadow calls at once, on top of nothing: they borrow idle live slots
-    max_pending: int = 32  # shadows open (waiting or running) before new ones are shed
-    max_wait_s: float = 120.0  # a shadow waiting longer than this for an idle slot is dropped
+    concurrency: int = 2  # shadow calls at once; each borrows a slot live calls leave idle
+    max_open: int = 16  # shadow messages open in the worker; beyond it their partitions pause
+    max_wait_s: float = 300.0  # a shadow waiting longer than this for an idle slot is dropped
     timeout_s: float = 60.0  # the shadow call and its judge call, each
     judge: str = "auto"  # auto: exact, else embedding; llm: exact, else the LLM rubric
     judge_embedder: str = "static"  # the embedder for free-text answers (static, minilm, hashing)
@@ -88,8 +89,6 @@ class ShadowRunner:
         """The evaluation of one shadow request, or None when it was shed or failed."""
         if self.judge is None:
             return self._drop(request, "no judge configured in this worker")
-        if self.pending >= self.settings.max_pending:
-            return self._drop(request, f"{self.pending} shadows open already")
         self.pending += 1
         try:
             async with self._slots:

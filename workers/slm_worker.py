@@ -107,7 +107,7 @@ class SlmHandler:
         if value is None:
             log.warning("shadow of %s not sent: too large for the broker", request.query_id)
             return []
-        return [Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(), value)]
+        return [Outgoing(self.settings.topics.route_shadow, request.fingerprint.encode(), value)]
 
     def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
         """One engine call for the whole micro-batch; each query keeps its own budget,

@@ -74,7 +74,7 @@ def slm_with_rate(rate: float) -> SlmHandler:
 def test_slm_shadows_the_answers_it_served_and_only_those() -> None:
     out = slm_with_rate(1.0)([request("1", "x"), request("2", "x"), request("3", "y")])
     results = [decode(o.value, Result) for o in out if o.topic == TOPICS.results]
-    shadows = [decode(o.value, RouteRequest) for o in out if o.topic == TOPICS.route_llm]
+    shadows = [decode(o.value, RouteRequest) for o in out if o.topic == TOPICS.route_shadow]
     assert sorted(r.query_id for r in results if r.route == "slm") == ["1", "3"]
     # one shadow per SLM-answered query; the coalesced copy shares its leader's answer
     assert sorted(s.query_id for s in shadows) == ["1", "3"]
@@ -84,7 +84,7 @@ def test_slm_shadows_the_answers_it_served_and_only_those() -> None:
         assert shadow.shadow_of.answer == by_id[shadow.query_id].answer
         assert shadow.shadow_of.cost_usd == by_id[shadow.query_id].cost_usd
         assert shadow.shadow_of.confidence == by_id[shadow.query_id].confidence
-    assert not [o for o in slm_with_rate(0.0)([request("4", "z")]) if o.topic == TOPICS.route_llm]
+    assert not [o for o in slm_with_rate(0.0)([request("4", "z")]) if o.topic == TOPICS.route_shadow]
 
 
 def test_slm_never_shadows_what_it_escalated() -> None:
@@ -120,7 +120,7 @@ def test_semantic_cache_hits_are_shadowed_at_the_rate() -> None:
         assert len(out) == (2 if shadowed else 1)
         if shadowed:
             shadow = decode(out[1].value, RouteRequest)
-            assert out[1].topic == TOPICS.route_llm and shadow.query_id == "q2"
+            assert out[1].topic == TOPICS.route_shadow and shadow.query_id == "q2"
             served = shadow.shadow_of
             assert served is not None and served.route == "semantic_cache"
             assert served.answer == "cached answer" and served.source_query_id == "src"
@@ -225,12 +225,23 @@ def test_shadows_wait_for_an_idle_upstream_slot_and_are_dropped_if_none_comes(
     assert len(out) == 1 and echo.llm.calls == 1
 
 
-def test_shadows_beyond_the_pending_cap_are_shed(echo: StandinServer) -> None:
-    echo.llm.faults.slow, echo.llm.faults.slow_s = 1.0, 0.3
-    shadow = ShadowSettings(concurrency=1, max_pending=2)
+def test_shadows_call_the_upstream_at_most_their_concurrency_at_once(echo: StandinServer) -> None:
+    echo.llm.faults.slow, echo.llm.faults.slow_s = 1.0, 0.2
     messages = [shadow_message(str(i), f"q{i}", "x") for i in range(5)]
-    out, worker = run_worker(echo, messages, judge=AnswerJudge(), shadow=shadow)
-    assert len(out) == 2 and worker.shadows.dropped == 3 and echo.llm.calls == 2
+    out, worker = run_worker(echo, messages, judge=AnswerJudge(), shadow=ShadowSettings(concurrency=2))
+    assert len(out) == 5 and worker.shadows.dropped == 0
+    assert echo.llm.peak_in_flight == 2  # the other three waited: none was shed
+
+
+def test_a_request_on_the_shadow_topic_without_a_served_answer_is_never_answered(
+        echo: StandinServer) -> None:
+    class OnShadowTopic(FakeMessage):
+        def topic(self) -> str:
+            return TOPICS.route_shadow
+
+    plain = OnShadowTopic(request("1", "hello").value())
+    out, _ = run_worker(echo, [plain], judge=AnswerJudge())
+    assert out == [] and echo.llm.calls == 0
 
 
 def test_without_a_judge_a_shadow_is_dropped_before_any_call(echo: StandinServer) -> None:
