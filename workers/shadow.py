@@ -81,34 +81,35 @@ class ShadowRunner:
         self.judge = judge
         self.live_calls = live_calls  # live upstream calls open now
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self.pending = 0
+        self.calling = 0  # shadows past the wait, calling the upstream (or judging) now
         self.judged = 0
         self.dropped = 0
 
     async def evaluate(self, request: RouteRequest) -> Evaluation | None:
-        """The evaluation of one shadow request, or None when it was shed or failed."""
+        """The evaluation of one shadow request, or None when it failed or waited too long."""
         if self.judge is None:
             return self._drop(request, "no judge configured in this worker")
-        self.pending += 1
-        try:
-            async with self._slots:
-                if not await self._idle_slot():
-                    return self._drop(request, "no idle upstream slot in time")
+        async with self._slots:
+            if not await self._idle_slot():
+                return self._drop(request, "no idle upstream slot in time")
+            try:
                 return await self._evaluate(request, self.judge)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a shadow must never fail the message or its partition
-            return self._drop(request, f"{type(exc).__name__}: {exc}")
-        finally:
-            self.pending -= 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a shadow must never fail the message or its partition
+                return self._drop(request, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.calling -= 1
 
     async def _idle_slot(self) -> bool:
-        """Wait until live calls leave the client a free slot: live traffic goes first."""
+        """Wait until live calls and running shadows leave the client a free slot, and take it:
+        live traffic goes first, and shadows never queue a live call inside the client."""
         deadline = time.monotonic() + self.settings.max_wait_s
-        while self.live_calls() >= self.client.settings.max_concurrency:
+        while self.live_calls() + self.calling >= self.client.settings.max_concurrency:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.05)
+        self.calling += 1  # no await since the check: the slot is ours
         return True
 
     async def _complete(self, messages: Sequence[dict[str, str]], max_tokens: int,

@@ -233,6 +233,14 @@ def test_shadows_call_the_upstream_at_most_their_concurrency_at_once(echo: Stand
     assert echo.llm.peak_in_flight == 2  # the other three waited: none was shed
 
 
+def test_shadows_leave_the_client_a_slot_for_each_live_call(echo: StandinServer) -> None:
+    echo.llm.faults.slow, echo.llm.faults.slow_s = 1.0, 0.2
+    messages = [shadow_message(str(i), f"q{i}", "x") for i in range(3)]
+    out, _ = run_worker(echo, messages, judge=AnswerJudge(), shadow=ShadowSettings(concurrency=2),
+                        live_calls=1, concurrency=2)
+    assert len(out) == 3 and echo.llm.peak_in_flight == 1  # 1 live + 1 shadow fill the client
+
+
 def test_a_request_on_the_shadow_topic_without_a_served_answer_is_never_answered(
         echo: StandinServer) -> None:
     class OnShadowTopic(FakeMessage):
