@@ -132,6 +132,9 @@ def _statements(sql: str) -> list[str]:
 RETAINED_BODIES = (
     ("results", "answer", "String CODEC(ZSTD(3))"),
     ("dead_letters", "raw", "String CODEC(ZSTD(3))"),
+    ("evaluations", "question", "String CODEC(ZSTD(3))"),
+    ("evaluations", "served_answer", "String CODEC(ZSTD(3))"),
+    ("evaluations", "shadow_answer", "String CODEC(ZSTD(3))"),
 )
 
 

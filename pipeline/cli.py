@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = Config.from_env()
+    try:
+        config = Config.from_env()
+    except (PointsmanError, ValueError) as exc:  # a bad setting: say which, no traceback
+        print(f"pointsman: {redact(str(exc))}", file=sys.stderr)
+        return 2
     register_secret(*config.secrets())
     install_redaction()
     try:

@@ -12,10 +12,12 @@ from infra.kafka import LocalKafkaConfig
 from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
 from pipeline.sink import SinkSettings
+from topics.errors import ConfigError
 from topics.names import Topics
 from workers.llm_client import LlmSettings
 from workers.llm_worker import LlmWorkerSettings
 from workers.pricing import PriceTable
+from workers.shadow import ShadowSettings
 from workers.slm_worker import SlmWorkerSettings
 from workers.upstreams import Upstream, counterfactual_pricing, load_upstreams
 
@@ -67,6 +69,13 @@ ENV_DOC = {
     "`pointsman train router` writes it (default <data dir>/router.npz, else the shipped model)",
     "POINTSMAN_TENANT_ROUTES": "per-tenant overrides, e.g. vip=llm,batch=slm,cheap=0.9 (own threshold)",
     "POINTSMAN_AB_SALT": "salt of the A/B split (a new salt reshuffles users; default ab1)",
+    "POINTSMAN_SHADOW_RATE": "share (0-1) of SLM answers and semantic-cache hits also sent to the LLM "
+    "as a shadow and judged into pointsman.evaluations; never served (default 0)",
+    "POINTSMAN_JUDGE": "auto (default): exact for letters, numbers and short answers, else embedding "
+    "similarity; llm: free text scored by an LLM rubric through the upstreams (shadow cost)",
+    "POINTSMAN_JUDGE_EMBEDDER": "embedder for free-text agreement: static (default), minilm or hashing",
+    "POINTSMAN_SHADOW_CONCURRENCY": "shadow calls at once per LLM worker, only in slots live calls "
+    "leave idle (default 2)",
     "POINTSMAN_SEMANTIC_CACHE": "on (default) or off",
     "POINTSMAN_SEMANTIC_VERIFIER": "minilm (default: MiniLM checks uncertain matches) or none",
     "POINTSMAN_SEMANTIC_THRESHOLD": "cosine for a semantic hit (default 0.85)",
@@ -107,10 +116,24 @@ class Config:
     router_model: Path = Path()
     tenant_routes: str = ""
     ab_salt: str = "ab1"
+    shadow_rate: float = 0.0
+    judge: str = "auto"
+    judge_embedder: str = "static"
+    shadow_concurrency: int = 2
     semantic: bool = True
     semantic_verifier: bool = True
     semantic_threshold: float = 0.85
     semantic_tenant_thresholds: str = ""
+
+    def __post_init__(self) -> None:
+        from pipeline.eval.judge import JUDGE_MODES
+
+        if not 0.0 <= self.shadow_rate <= 1.0:
+            raise ConfigError(f"POINTSMAN_SHADOW_RATE must be in [0, 1], got {self.shadow_rate}")
+        if self.judge not in JUDGE_MODES:
+            raise ConfigError(f"POINTSMAN_JUDGE must be one of {', '.join(JUDGE_MODES)}, got {self.judge!r}")
+        if self.quality_target is not None and not 0.0 < self.quality_target <= 1.0:
+            raise ConfigError(f"POINTSMAN_QUALITY_TARGET must be in (0, 1], got {self.quality_target}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Config:
@@ -150,6 +173,10 @@ class Config:
             router_model=Path(env.get("POINTSMAN_ROUTER_MODEL", data_dir / "router.npz")).expanduser(),
             tenant_routes=env.get("POINTSMAN_TENANT_ROUTES", ""),
             ab_salt=env.get("POINTSMAN_AB_SALT", "ab1"),
+            shadow_rate=float(env.get("POINTSMAN_SHADOW_RATE", "0")),
+            judge=env.get("POINTSMAN_JUDGE", "auto"),
+            judge_embedder=env.get("POINTSMAN_JUDGE_EMBEDDER", "static"),
+            shadow_concurrency=int(env.get("POINTSMAN_SHADOW_CONCURRENCY", "2")),
             semantic=env.get("POINTSMAN_SEMANTIC_CACHE", "on") != "off",
             semantic_verifier=env.get("POINTSMAN_SEMANTIC_VERIFIER", "minilm") != "none",
             semantic_threshold=float(env.get("POINTSMAN_SEMANTIC_THRESHOLD", "0.85")),
@@ -183,7 +210,7 @@ class Config:
             app_id=self.group("router"), semantic=self.semantic,
             semantic_verifier=self.semantic_verifier, semantic_threshold=self.semantic_threshold,
             semantic_tenant_thresholds=self.semantic_tenant_thresholds,
-            max_query_bytes=self.max_query_bytes,
+            max_query_bytes=self.max_query_bytes, shadow_rate=self.shadow_rate,
         )
 
     def slm(self) -> SlmWorkerSettings:
@@ -194,7 +221,7 @@ class Config:
         prices.prices.update(overrides)
         return SlmWorkerSettings(
             self.bootstrap, self.topics, self.slm_model, threads=self.slm_threads,
-            llm_model=model, prices=prices,
+            llm_model=model, prices=prices, shadow_rate=self.shadow_rate,
             escalate_below=self.slm_escalate_below, group=self.group("slm"),
             batch_size=self.slm_batch, batch_wait_s=self.slm_batch_wait_ms / 1000,
             answered_lookback_s=self.answered_lookback_s,
@@ -212,9 +239,11 @@ class Config:
         llm = LlmSettings(upstreams=tuple(upstreams), retries=self.llm_retries,
                           max_concurrency=self.llm_concurrency,
                           max_response_bytes=self.llm_max_response_bytes)
+        shadow = ShadowSettings(concurrency=self.shadow_concurrency, judge=self.judge,
+                                judge_embedder=self.judge_embedder)
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, prices=prices,
                                  group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s,
-                                 answered_lookback_s=self.answered_lookback_s)
+                                 answered_lookback_s=self.answered_lookback_s, shadow=shadow)
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"),

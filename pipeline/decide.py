@@ -1,9 +1,11 @@
 """The router's decisions for a batch of raw messages: pure, no Kafka, no Faust.
 
-validate -> fingerprint -> exact cache -> policy. Duplicates still in flight are sent on with
-the same key (their fingerprint), so they land on the same worker partition, and the worker
-answers them all with one inference (see workers/coalesce.py): coalescing survives restarts
-because it needs no state outside Kafka.
+validate -> fingerprint -> exact cache -> policy. A share (`shadow_rate`) of semantic-cache hits
+is also sent to the LLM track as a shadow request, so the LLM worker judges the cached answer
+against a fresh one (topics/shadow.py): the cache's precision measured on real traffic.
+Duplicates still in flight are sent on with the same key (their fingerprint), so they land on
+the same worker partition, and the worker answers them all with one inference (see
+workers/coalesce.py): coalescing survives restarts because it needs no state outside Kafka.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from topics.limits import (
     truncate_marked,
 )
 from topics.names import Topics
-from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, Timings
+from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, ShadowOf, Timings
+from topics.shadow import shadow_chosen, shadow_request
 
 CACHEABLE_ROUTES = frozenset({"slm", "llm", "escalated"})
 log = logging.getLogger(__name__)
@@ -67,8 +70,10 @@ class RouterCore:
     def __init__(
         self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits | None = None,
         clock: Callable[[], float] = time.time, semantic: SemanticCache | None = None,
+        shadow_rate: float = 0.0,
     ) -> None:
         self.clock = clock
+        self.shadow_rate = shadow_rate
         self.topics = topics
         self.policy = policy
         self.cache = cache
@@ -80,8 +85,9 @@ class RouterCore:
         self._caches = threading.Lock()
 
     def route_batch(self, batch: list[Incoming], picked_at: float) -> list[Outgoing]:
-        """One output per message, in order. A message that fails anywhere (a bad value or a bug
-        it trips) becomes a dead letter with the reason; its neighbours are routed as usual."""
+        """One output per message, in order, then the shadow requests of semantic-cache hits. A
+        message that fails anywhere (a bad value or a bug it trips) becomes a dead letter with the
+        reason; its neighbours are routed as usual."""
         outs: list[Outgoing | None] = []
         misses: list[_Miss] = []
         vectors: np.ndarray | None = None
@@ -105,13 +111,34 @@ class RouterCore:
                     # the semantic cache only saves work: without it the batch is still routed
                     log.exception("semantic cache failed for a batch; routing it without")
                     vectors, looks = None, [None] * len(misses)
+        shadows: list[Outgoing] = []
         for j, miss in enumerate(misses):
             vector = None if vectors is None else vectors[j]
             try:
                 outs[miss.index] = self._second_pass(miss, looks[j], vector)
             except Exception as exc:
                 outs[miss.index] = self._failed(batch[miss.index], exc)
-        return [out for out in outs if out is not None]
+                continue
+            shadows += self._cache_shadow(miss, looks[j])
+        return [out for out in outs if out is not None] + shadows
+
+    def _cache_shadow(self, miss: _Miss, look: Lookup | None) -> list[Outgoing]:
+        """A semantic-cache hit chosen for shadowing, as a shadow request to the LLM track."""
+        if look is None or look.entry is None:
+            return []
+        if not shadow_chosen(miss.query_id, miss.fingerprint, self.shadow_rate):
+            return []
+        now = self.clock()
+        request = RouteRequest(query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
+                               track="llm", reason="", submitted_at=miss.submitted_at,
+                               routed_at=now, timings=Timings())
+        served = ShadowOf(route="semantic_cache", answer=look.entry.answer, model=look.entry.model,
+                          similarity=look.similarity, source_query_id=look.entry.source_query_id)
+        value = shadow_request(request, served, routed_at=now)
+        if value is None:
+            log.warning("shadow of %s not sent: too large for the broker", miss.query_id)
+            return []
+        return [Outgoing(self.topics.route_shadow, miss.fingerprint.encode(), value)]
 
     def _failed(self, message: Incoming, exc: Exception) -> Outgoing:
         """One message's failure is its own dead letter, never its batch's."""

@@ -1,4 +1,5 @@
-"""The analytics report: per route, count, latency percentiles, cache hits, cost and savings.
+"""The analytics report: per route, count, latency percentiles, cache hits, cost and savings; and
+the judged quality of shadow-evaluated routes, with the shadow calls' cost kept apart from serving.
 
 Savings compare what the traffic cost with what it would have cost sent all to the LLM
 (results.all_llm_cost_usd, workers/pricing.py): 1 - cost / all-LLM cost, over the rows that have
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.query_server import Reader
+from topics.errors import PointsmanError
 
 # 1 - cost / counterfactual over the rows that have one; NULL where none has. The columns are
 # named through the table (r.) because the sums' aliases shadow them (ClickHouse prefers aliases)
@@ -51,13 +53,42 @@ FROM pointsman.results AS r FINAL
 """
 
 
+# shadow evaluations (topics/shadow.py): per served route and tenant, how far the served answers
+# agree with the LLM's (score in [0, 1]), and what the shadow calls cost: never serving cost
+EVALUATIONS_SQL = """
+SELECT
+    route,
+    tenant,
+    count() AS judged,
+    round(avg(score), 3) AS mean_score,
+    countIf(score < 0.5) AS disagreed,
+    round(sum(served_cost_usd), 6) AS served_cost_usd,
+    round(sum(shadow_cost_usd), 6) AS shadow_cost_usd
+FROM pointsman.evaluations FINAL
+GROUP BY route, tenant
+ORDER BY route, judged DESC, tenant
+"""
+
+
 def collect(reader: Reader) -> dict[str, Any]:
     columns, rows = reader.query(REPORT_SQL)
     total_columns, totals = reader.query(TOTALS_SQL)
     return {
         "routes": [dict(zip(columns, row, strict=True)) for row in rows],
         "totals": dict(zip(total_columns, totals[0], strict=True)),
+        "evaluations": collect_evaluations(reader),
     }
+
+
+def collect_evaluations(reader: Reader) -> list[dict[str, Any]]:
+    """Judged quality per route and tenant; empty on a database from before evaluations."""
+    try:
+        columns, rows = reader.query(EVALUATIONS_SQL)
+    except PointsmanError as exc:
+        if "UNKNOWN_TABLE" in str(exc) or "does not exist" in str(exc):
+            return []
+        raise
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def _cell(value: Any) -> str:
@@ -92,3 +123,20 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         f"all-LLM ${float(totals['all_llm_cost_usd']):.6f}  ·  "
         f"savings {_percent(totals['savings'])}  ·  dead letters {totals['dead_letters']}"
     )
+    render_evaluations(report.get("evaluations", []), console)
+
+
+def render_evaluations(rows: list[dict[str, Any]], console: Console) -> None:
+    if not rows:
+        return
+    table = Table(title="Judged quality — shadow evaluation (score: agreement with the LLM, 0-1)")
+    columns = ("route", "tenant", "judged", "mean_score", "disagreed", "served_cost_usd",
+               "shadow_cost_usd")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("route", "tenant") else "right",
+                         no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    console.print(table)
+    shadow = sum(float(row["shadow_cost_usd"]) for row in rows)
+    console.print(f"shadow calls cost ${shadow:.6f}, counted apart: not part of the serving cost above")

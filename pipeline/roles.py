@@ -124,10 +124,13 @@ def serve_slm(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator) ->
 
 
 def serve_llm(settings: LlmWorkerSettings, stop: StopFlag) -> None:
+    """The LLM worker, told what is answered already, with the judge for its shadow calls."""
+    from pipeline.eval.judge import AnswerJudge
     from workers.llm_worker import run_llm_worker
 
+    judge = AnswerJudge(settings.shadow.judge, settings.shadow.judge_embedder)
     with answered_index(settings) as answered:
-        run_llm_worker(settings, stop, answered=answered)
+        run_llm_worker(settings, stop, answered=answered, judge=judge)
 
 
 @contextlib.contextmanager

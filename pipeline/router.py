@@ -63,6 +63,7 @@ class RouterSettings:
     # how soon the group gives a dead router's partitions to its restart (Faust's default: 60 s)
     session_timeout_s: float = 15.0
     max_query_bytes: int = DEFAULT_LIMITS.max_query_bytes  # larger raw queries are dead letters
+    shadow_rate: float = 0.0  # share of semantic-cache hits also answered by the LLM and judged
 
 
 def faust_datadir(app_id: str) -> str:
@@ -92,6 +93,7 @@ def build_app(settings: RouterSettings) -> faust.App:
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
         limits=Limits(max_query_bytes=settings.max_query_bytes),
         semantic=build_semantic_cache(settings) if settings.semantic else None,
+        shadow_rate=settings.shadow_rate,
     )
     producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)
     feed = ResultsFeed(

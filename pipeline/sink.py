@@ -1,4 +1,5 @@
-"""ClickHouse sink: results and dead letters from Kafka into pointsman.* tables, in batches.
+"""ClickHouse sink: results, dead letters and shadow evaluations from Kafka into pointsman.*
+tables, in batches.
 
 A batch is inserted, then its offsets are committed. No row can hold the others:
 - a message that cannot be decoded or made into a row (a submitted_at of 1e20) is stored as a
@@ -17,7 +18,8 @@ chunks of at most MAX_PARTITIONS_PER_INSERT months, well under ClickHouse's
 max_partitions_per_insert_block (100), so a backfill spanning years goes in a few blocks.
 
 Replays, whole-batch retries and the halves of a split are absorbed by the ReplacingMergeTree
-keys (results: tenant, day, query id, fingerprint; letters: topic and letter id), so a row
+keys (results: tenant, day, query id, fingerprint; letters: topic and letter id; evaluations:
+tenant, route, day, query id, fingerprint), so a row
 inserted twice never double counts when read FINAL. A split re-sends only rows whose insert was
 refused, and a refused insert stores nothing (a sink batch is one insert block; the client makes
 a block it cannot serialise fail whole).
@@ -39,7 +41,7 @@ from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
 from topics.limits import printable
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result
+from topics.schemas import DeadLetter, Evaluation, Result
 from workers.loop import LoopSettings, StopFlag, run_loop
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,15 @@ DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
     "tenant", "failed_at",
 ]
+EVALUATIONS_TABLE = "pointsman.evaluations"
+EVALUATION_COLUMNS = [
+    "query_id", "tenant", "route", "judge", "score", "fingerprint", "served_model", "shadow_model",
+    "served_cost_usd", "shadow_cost_usd", "judge_cost_usd", "shadow_prompt_tokens",
+    "shadow_completion_tokens", "confidence", "similarity", "source_query_id", "question",
+    "served_answer", "shadow_answer", "submitted_at", "evaluated_at",
+]
 SUBMITTED_AT = RESULT_COLUMNS.index("submitted_at")  # the results' partition key
+EVALUATED_SUBMITTED_AT = EVALUATION_COLUMNS.index("submitted_at")  # the evaluations' partition key
 FAILED_AT = DEAD_LETTER_COLUMNS.index("failed_at")  # the letters' partition key
 MAX_PARTITIONS_PER_INSERT = 50
 # what turning a decoded message into a row can raise: datetime.fromtimestamp(1e20) and the like
@@ -154,6 +164,18 @@ def result_row(r: Result) -> list[Any]:
     ]
 
 
+def evaluation_row(e: Evaluation) -> list[Any]:
+    # a score outside [0, 1] (or NaN) is a judge's bug; stored clamped, so the mean stays a mean
+    score = min(1.0, max(0.0, e.score)) if e.score == e.score else 0.0
+    return [
+        e.query_id, e.tenant, e.route, e.judge, score, e.fingerprint, e.served_model,
+        e.shadow_model, e.served_cost_usd, e.shadow_cost_usd, e.judge_cost_usd,
+        e.shadow_prompt_tokens, e.shadow_completion_tokens, e.confidence, e.similarity,
+        e.source_query_id, e.question, e.served_answer, e.shadow_answer,
+        _time(e.submitted_at or e.evaluated_at), _time(e.evaluated_at),
+    ]
+
+
 def letter_id(d: DeadLetter) -> str:
     """Where the letter came from: a message's topic:partition:offset; else (a failed query, or a
     line `produce --file` could not send) its tenant, id and a hash of its text, so two tenants'
@@ -206,6 +228,7 @@ class SinkWriter:
     def __call__(self, batch: list[Message]) -> None:
         results: list[Row] = []
         letters: list[Row] = []
+        evaluations: list[Row] = []
         unstored: list[tuple[Origin, str]] = []
         for message in batch:
             origin = Origin.of(message)
@@ -215,6 +238,11 @@ class SinkWriter:
                     origin = replace(origin, query_id=d.query_id or "", tenant=d.tenant or "")
                     values = dead_letter_row(d)
                     letters.append(Row(values, _month(values[FAILED_AT]), origin))
+                elif message.topic() == self.topics.evaluations:
+                    e = decode(message.value(), Evaluation)
+                    origin = replace(origin, query_id=e.query_id, tenant=e.tenant)
+                    values = evaluation_row(e)
+                    evaluations.append(Row(values, _month(values[EVALUATED_SUBMITTED_AT]), origin))
                 else:
                     r = decode(message.value(), Result)
                     origin = replace(origin, query_id=r.query_id, tenant=r.tenant)
@@ -225,9 +253,10 @@ class SinkWriter:
                 unstored.append((origin, f"sink: undecodable: {exc.reason}"))
             except ROW_ERRORS as exc:
                 unstored.append((origin, f"sink: cannot make a row: {exc}"))
-        stored = len(results) + len(letters)
+        stored = len(results) + len(letters) + len(evaluations)
         for table, rows, columns in ((RESULTS_TABLE, results, RESULT_COLUMNS),
-                                     (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS)):
+                                     (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS),
+                                     (EVALUATIONS_TABLE, evaluations, EVALUATION_COLUMNS)):
             for row, reason in self._store(table, rows, columns):
                 stored -= 1
                 unstored.append((row.origin, f"sink: ClickHouse refused the row: {reason}"))
@@ -260,7 +289,8 @@ def run_sink(settings: SinkSettings, database: Database, stop: StopFlag) -> None
         log.info("retention of %s set to %d days (0: forever)", ", ".join(changed),
                  settings.answer_retention_days)
     loop = LoopSettings(
-        settings.bootstrap, settings.group, (settings.topics.results, settings.topics.deadletter),
+        settings.bootstrap, settings.group,
+        (settings.topics.results, settings.topics.deadletter, settings.topics.evaluations),
         settings.batch_size, settings.batch_wait_s,
     )
     run_loop(loop, SinkWriter(database, settings.topics), stop)

@@ -7,13 +7,13 @@ from typing import TypeVar
 import msgspec
 
 from topics.errors import InvalidMessage
-from topics.schemas import DeadLetter, Query, Result, RouteRequest
+from topics.schemas import DeadLetter, Evaluation, Query, Result, RouteRequest
 
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder] = {
-    cls: msgspec.json.Decoder(cls) for cls in (Query, RouteRequest, Result, DeadLetter)
+    cls: msgspec.json.Decoder(cls) for cls in (Query, RouteRequest, Result, DeadLetter, Evaluation)
 }
 
 

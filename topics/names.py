@@ -72,6 +72,15 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
+    @property
+    def route_shadow(self) -> str:
+        """Shadow requests (topics/shadow.py): the LLM track's lowest-priority lane."""
+        return f"{self.prefix}route.shadow"
+
+    @property
+    def evaluations(self) -> str:
+        return f"{self.prefix}evaluations"
+
     def route(self, track: str) -> str:
         return self.route_slm if track == "slm" else self.route_llm
 
@@ -80,6 +89,7 @@ class Topics:
         month = {"retention.ms": str(30 * DAY_MS)}
         # the router rebuilds its caches from results, so keep them for the cache TTL and more
         configs = [(self.queries, week), (self.backfill, week), (self.route_slm, week),
-                   (self.route_llm, week), (self.results, week), (self.deadletter, month)]
+                   (self.route_llm, week), (self.results, week), (self.deadletter, month),
+                   (self.route_shadow, week), (self.evaluations, month)]
         return [TopicSpec(name, partitions, config, self.replication_factor,
                           self.min_insync_replicas) for name, config in configs]

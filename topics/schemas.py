@@ -50,8 +50,24 @@ class Timings(msgspec.Struct, omit_defaults=True):
     total_ms: float = 0.0  # submitted -> result produced
 
 
+class ShadowOf(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a shadow request is the shadow of: the answer the user was served, so the LLM worker
+    can judge its own fresh answer against it (see topics/shadow.py)."""
+
+    route: Route  # how the served answer was made: slm or semantic_cache
+    answer: str
+    model: str = ""
+    cost_usd: float = 0.0
+    confidence: float | None = None  # the SLM's, for an slm answer
+    similarity: float | None = None  # the match's, for a semantic-cache hit
+    source_query_id: str = ""  # the cached answer's own query, for a semantic-cache hit
+
+
 class RouteRequest(msgspec.Struct, frozen=True):
-    """Router -> worker: a validated query with its fingerprint and why it was routed."""
+    """Router -> worker: a validated query with its fingerprint and why it was routed.
+
+    A request with `shadow_of` is a shadow call: the LLM worker answers it only to judge the
+    answer already served; it never becomes a Result."""
 
     query: Query
     query_id: str
@@ -68,6 +84,7 @@ class RouteRequest(msgspec.Struct, frozen=True):
     # what the SLM attempt before an escalation cost (its share of the micro-batch): the LLM
     # worker adds it to the escalated result's cost_usd, since that attempt was paid for too
     prior_cost_usd: float = 0.0
+    shadow_of: ShadowOf | None = None
 
 
 class Result(msgspec.Struct, omit_defaults=True):
@@ -94,6 +111,36 @@ class Result(msgspec.Struct, omit_defaults=True):
     # failed call). Cache, semantic-cache and coalesced rows carry their source answer's figure.
     all_llm_cost_usd: float = 0.0
     slm_cost_usd: float = 0.0  # the part of cost_usd spent on the SLM (all of it on route slm)
+
+
+class Evaluation(msgspec.Struct, omit_defaults=True):
+    """LLM worker -> evaluations topic: a served answer judged against a shadow LLM answer.
+
+    `score` is agreement in [0, 1]; `judge` says how it was measured (exact, embedding:<name>,
+    llm). `shadow_cost_usd` is what the shadow cost, its judge call included: it is never part of
+    the serving cost."""
+
+    query_id: str
+    tenant: str
+    route: Route  # the served route: slm or semantic_cache
+    judge: str
+    score: float
+    fingerprint: str = ""
+    served_model: str = ""
+    shadow_model: str = ""
+    served_cost_usd: float = 0.0
+    shadow_cost_usd: float = 0.0
+    judge_cost_usd: float = 0.0  # the LLM judge's call, already inside shadow_cost_usd
+    shadow_prompt_tokens: int = 0
+    shadow_completion_tokens: int = 0
+    confidence: float | None = None
+    similarity: float | None = None
+    source_query_id: str = ""
+    question: str = ""
+    served_answer: str = ""
+    shadow_answer: str = ""
+    submitted_at: float = 0.0
+    evaluated_at: float = 0.0
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):

@@ -5,6 +5,12 @@ its offset is committed once it and every earlier one are done (workers/offsets.
 `max_in_flight` messages are open the consumer's partitions are paused, so a slow upstream
 builds lag in Kafka, not memory in this process. Identical queries in flight share one call.
 
+Shadow requests (topics/shadow.py) come on their own topic, route.shadow, a lane with its own
+small cap (`shadow.max_open`, paused apart from the live lane) and concurrency: they never take
+a live request's slot, never hold back a live offset's commit, and start only while live calls
+leave the upstream client idle (workers/shadow.py). A shadow ends as an evaluation on the
+evaluations topic, or, if it fails, as a log line: never a Result, never a dead letter.
+
 Nothing that goes wrong with one message pins its partition: any exception while decoding,
 answering or encoding it becomes an error result (when the message is a readable route request)
 and a dead letter, and its offset moves on. Every text that leaves (results, dead letters, log
@@ -32,6 +38,7 @@ from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
 from topics.redact import redact
 from topics.schemas import DeadLetter, RouteRequest
+from topics.shadow import encode_evaluation
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
 from workers.coalesce import RecentAnswers
@@ -39,6 +46,7 @@ from workers.llm_client import ChatClient, LlmSettings
 from workers.loop import StopFlag
 from workers.offsets import OffsetTracker
 from workers.pricing import PriceTable
+from workers.shadow import ShadowJudge, ShadowRunner, ShadowSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +65,13 @@ class LlmWorkerSettings:
     group: str = "pointsman-llm"
     answered_lookback_s: float = 3600.0  # the results topic read back this far: what is answered
     answered_warmup_s: float = 30.0
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)  # shadow calls' own limits
 
 
 class LlmWorker:
     def __init__(self, settings: LlmWorkerSettings, client: ChatClient,
                  producer: PipelinedProducer | None = None,
-                 answered: AnsweredIndex | None = None) -> None:
+                 answered: AnsweredIndex | None = None, judge: ShadowJudge | None = None) -> None:
         self.settings = settings
         self.client = client
         self.tracker = OffsetTracker()
@@ -72,6 +81,9 @@ class LlmWorker:
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
         self._stop = StopFlag()  # replaced by run()'s flag
+        # shadow requests (topics/shadow.py): judged, never answered to the user, lowest priority
+        self.shadows = ShadowRunner(settings.shadow, client, settings.prices, judge,
+                                    live_calls=lambda: len(self.calls))
 
     @property
     def producer(self) -> PipelinedProducer:
@@ -82,21 +94,29 @@ class LlmWorker:
 
     async def run(self, stop: StopFlag) -> None:
         self._stop = stop
+        topics = self.settings.topics
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
-                                [self.settings.topics.route_llm], on_revoke=self._on_revoke)
+                                [topics.route_llm, topics.route_shadow], on_revoke=self._on_revoke)
         poller = asyncio.create_task(self.producer.poll_forever())
         tasks: set[asyncio.Task[None]] = set()
-        paused = False
+        # each lane has its own cap: live requests up to max_in_flight, shadows up to their
+        # max_open; a full lane's partitions are paused, so its lag stays in Kafka
+        lanes = {topics.route_llm: self.settings.max_in_flight,
+                 topics.route_shadow: self.settings.shadow.max_open}
+        paused: set[str] = set()
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                room = self.settings.max_in_flight - self.tracker.in_flight
-                if room <= 0:
-                    consumer.pause(consumer.assignment())  # back-pressure: lag stays in Kafka
-                    paused = True
-                elif paused:
-                    consumer.resume(consumer.assignment())
-                    paused = False
+                room = 0
+                for topic, cap in lanes.items():
+                    free = cap - self.tracker.in_flight_of(topic)
+                    room += max(free, 0)
+                    if free <= 0:
+                        consumer.pause(_of_topic(consumer, topic))
+                        paused.add(topic)
+                    elif topic in paused:
+                        consumer.resume(_of_topic(consumer, topic))
+                        paused.discard(topic)
                 # timeout=0 never blocks: the event loop keeps serving the calls in flight; a paused
                 # consumer still polls, which keeps it in the group
                 messages = consumer.consume(max(room, 1), timeout=0)
@@ -146,9 +166,24 @@ class LlmWorker:
 
     async def _outputs(self, message: Message) -> list[Outgoing]:
         picked, out = decode_requests([message], self.settings.topics)
+        shadow_lane = message.topic() == self.settings.topics.route_shadow
         for item in picked:
-            out += await self._answer(item.request, item.picked_at)
+            if item.request.shadow_of is not None:
+                out += await self._shadow(item.request)
+            elif shadow_lane:  # nothing to judge against; answering it would reach the user
+                log.warning("request %s on the shadow topic has no served answer; dropped",
+                            item.request.query_id)
+            else:
+                out += await self._answer(item.request, item.picked_at)
         return out
+
+    async def _shadow(self, request: RouteRequest) -> list[Outgoing]:
+        """An evaluation for the evaluations topic, or nothing: a shadow never becomes a Result."""
+        evaluation = await self.shadows.evaluate(request)
+        if evaluation is None:
+            return []
+        return [Outgoing(self.settings.topics.evaluations, request.query_id.encode(),
+                         encode_evaluation(evaluation))]
 
     def _failed(self, message: Message, exc: BaseException) -> list[Outgoing]:
         """An error result and a dead letter for a message whose handling raised; just the dead
@@ -156,6 +191,9 @@ class LlmWorker:
         reason = f"llm worker failed: internal error: {exc!r}"  # redacted by topics.limits
         try:
             request = decode(message.value(), RouteRequest)
+            if request.shadow_of is not None:  # the user has an answer: never an error result
+                log.warning("shadow of %s dropped: %s", request.query_id, redact(reason)[:500])
+                return []
             answer = Answer("", self.client.settings.model, error=reason)
             route = "escalated" if request.escalation else "llm"
             result = result_for(request, answer, route, time.time(), coalesced=False)
@@ -285,6 +323,10 @@ class LlmWorker:
         self.tracker.forget(revoked)
 
 
+def _of_topic(consumer: Consumer, topic: str) -> list[TopicPartition]:
+    return [tp for tp in consumer.assignment() if tp.topic == topic]
+
+
 def _log_unexpected(what: str, exc: BaseException) -> None:
     # the traceback rendered and redacted here: the key must not leave even without the log filter
     trace = "".join(traceback.format_exception(exc))
@@ -298,11 +340,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 def run_llm_worker(settings: LlmWorkerSettings, stop: StopFlag,
                    transport: httpx.AsyncBaseTransport | None = None,
-                   answered: AnsweredIndex | None = None) -> None:
+                   answered: AnsweredIndex | None = None, judge: ShadowJudge | None = None) -> None:
     async def main() -> None:
         limits = httpx.Limits(max_connections=settings.llm.max_concurrency)
         async with httpx.AsyncClient(transport=transport, limits=limits) as http:
-            worker = LlmWorker(settings, ChatClient(settings.llm, http), answered=answered)
+            worker = LlmWorker(settings, ChatClient(settings.llm, http), answered=answered,
+                               judge=judge)
             await worker.run(stop)
 
     asyncio.run(main())

@@ -36,6 +36,9 @@ class OffsetTracker:
     def in_flight(self) -> int:
         return sum(len(p.in_flight) for p in self._partitions.values())
 
+    def in_flight_of(self, topic: str) -> int:
+        return sum(len(p.in_flight) for (t, _), p in self._partitions.items() if t == topic)
+
     def to_commit(self, only: set[TP] | None = None) -> dict[TP, int]:
         """Positions that moved since the last call (marked as committed)."""
         out = {}

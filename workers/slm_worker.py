@@ -2,6 +2,8 @@
 
 Low-confidence or failed answers are escalated to the LLM track instead of being returned, unless
 the route request says the SLM must answer itself (`escalate=False`: a tenant forced to the SLM).
+A share (`shadow_rate`) of the answers it serves also goes to the LLM track as a shadow request,
+which the LLM worker judges against its own answer (topics/shadow.py); the user sees only ours.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from confluent_kafka import Message
 from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.names import Topics
+from topics.schemas import RouteRequest, ShadowOf
+from topics.shadow import shadow_chosen, shadow_request
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
@@ -53,6 +57,7 @@ class SlmWorkerSettings:
     # each answer's all-LLM counterfactual is priced at this model (the LLM track's first upstream)
     llm_model: str = "gpt-4o-mini"
     prices: PriceTable = field(default_factory=PriceTable)  # with the upstreams file's overrides
+    shadow_rate: float = 0.0  # share of served answers also sent to the LLM track to be judged
 
 
 class SlmHandler:
@@ -93,10 +98,22 @@ class SlmHandler:
                 continue
             self.recent.put(group.leader.fingerprint, answer, time.time())
             out += results_for_group(group, answer, "slm", picked_at, topics)
+            out += self._shadow(group.leader, answer)
         return out
 
     def _should_escalate(self, answer: Answer) -> bool:
         return answer.error is not None or (answer.confidence or 0.0) < self.settings.escalate_below
+    def _shadow(self, request: RouteRequest, answer: Answer) -> list[Outgoing]:
+        """The leader's answer (the one with route slm) shadowed, when the hash chooses it."""
+        if not shadow_chosen(request.query_id, request.fingerprint, self.settings.shadow_rate):
+            return []
+        served = ShadowOf(route="slm", answer=answer.text, model=answer.model,
+                          cost_usd=answer.cost_usd, confidence=answer.confidence)
+        value = shadow_request(request, served, routed_at=time.time())
+        if value is None:
+            log.warning("shadow of %s not sent: too large for the broker", request.query_id)
+            return []
+        return [Outgoing(self.settings.topics.route_shadow, request.fingerprint.encode(), value)]
 
     def _infer(self, groups: list[Group]) -> list[tuple[Group, Answer]]:
         """One engine call for the whole micro-batch; each query keeps its own budget,

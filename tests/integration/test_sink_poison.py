@@ -218,9 +218,9 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
                      "query_id", "tenant", "failed_at"])
     before = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                             "FROM pointsman.results ORDER BY query_id")[1]
-    assert migrate(database.client)[:3] == ["002_ttl_from_inserted_at.sql",
-                                            "003_results_key_with_fingerprint.sql",
-                                            "004_counterfactual_cost.sql"]
+    assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
+                                        "003_results_key_with_fingerprint.sql",
+                                        "004_counterfactual_cost.sql", "005_evaluations.sql"]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -308,10 +308,13 @@ def test_the_report_computes_savings_per_route_and_in_total(db: Database) -> Non
 
 def test_retention_is_a_setting_applied_only_when_it_differs(db: Database) -> None:
     assert apply_retention(db, 90) == []
-    assert apply_retention(db, 30) == ["results.answer", "dead_letters.raw"]
+    bodies = ["results.answer", "dead_letters.raw", "evaluations.question",
+              "evaluations.served_answer", "evaluations.shadow_answer"]
+    assert apply_retention(db, 30) == bodies
     assert retention_days(db, "results", "answer") == 30
+    assert retention_days(db, "evaluations", "shadow_answer") == 30
     assert apply_retention(db, 30) == []
-    assert apply_retention(db, 0) == ["results.answer", "dead_letters.raw"]
+    assert apply_retention(db, 0) == bodies
     assert retention_days(db, "dead_letters", "raw") is None  # kept forever
     ddl = db.query("SHOW CREATE TABLE pointsman.results")[1][0][0]
     assert "`answer` String CODEC(ZSTD(3))" in ddl  # the codec survives the change
