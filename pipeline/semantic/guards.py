@@ -14,47 +14,16 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from pipeline.semantic.embedders import TOKENIZER_FILE
+from pipeline.semantic.lexicon import (
+    CLOCK_UNITS,
+    NUMBER_WORDS,
+    TIME_WORDS,
+    content_words,
+    is_negation,
+    stem,
+    words,
+)
 
-
-def _set(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-def _set_order(text: str) -> list[str]:
-    return text.split()
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d[\d,.:/%-]*\w*")
-_NEGATION = _set("""not no never none nothing nobody nowhere neither nor without cannot
-    can't don't doesn't didn't isn't aren't wasn't weren't won't wouldn't shouldn't couldn't
-    haven't hasn't hadn't mustn't needn't""")
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(list(_set_order(
-    "zero - two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
-    " sixteen seventeen eighteen nineteen twenty")))}
-_NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", sixty="60", seventy="70", eighty="80",
-                     ninety="90", hundred="100", thousand="1000", million="1000000", half="0.5",
-                     twice="2", third="3rd", double="2", dozen="12")
-del _NUMBER_WORDS["-"]
-_TIME_WORDS = _set("""monday tuesday wednesday thursday friday saturday sunday weekday weekdays
-    weekend weekends january february march april may june july august september october
-    november december today tomorrow yesterday tonight morning afternoon evening night noon
-    midnight""")
-_CLOCK_UNITS = ("am", "pm")  # times only after a number: "7 am", never "am I entitled"
-# Function words and politeness: paraphrases change these freely, so they never count as content.
-_STOP = _set("""a an the and or but if of to in on at by for from with about into onto as is
-    are was were be been being am do does did done doing have has had having can could will would
-    shall should may might must i me my mine we us our you your yours it its this that these those
-    there here what which who whom whose when where why how please thanks thank hi hello hey just
-    so also any some get got go going way able possible need want like i'd i'm i've it's what's
-    there's let let's tell know kindly ok okay um uh er erm hmm ah oh much many""")
-# Greetings, apologies and thanks that open or close a message say nothing about the question.
-_OPENERS = (r"(hi|hiya|hello|hey|good morning|good afternoon|good evening|morning|afternoon|evening)"
-            r"( team| there| all| folks)?|um|uh|er|erm|so|yeah|ok|okay"
-            r"|sorry( to bother you| to trouble you)?|(quick|silly|stupid|dumb|simple) question")
-_CLOSERS = r"(many )?thanks( so much| a lot| in advance)?|thank you( so much| in advance)?|cheers"
-_CHATTER = re.compile(rf"^\W*(({_OPENERS})\b[\s,!.]*(but\b[\s,]*)?)+", re.I)
-_CLOSING = re.compile(rf"(?<![\w'])(({_CLOSERS})\b[\s,!.]*)+$", re.I)
-_SPELLING = ((re.compile(r"our\b"), "or"), (re.compile(r"re\b"), "er"),
-             (re.compile(r"is(e|ed|ing)\b"), r"iz\1"))  # British -> American spelling
 _OPPOSITE_PREFIXES = ("un", "non", "in", "im", "dis", "de", "ir", "il", "anti", "counter")
 LONG_PROMPT_CHARS = 400
 _HYPHEN = re.compile(r"-(?=[a-z])|(?<=[a-z])-")
@@ -62,43 +31,21 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
 _CLOCK = re.compile(r"[\d.,:/%]+(am|pm)$")
 
 
-def _strip_chatter(text: str) -> str:
-    text = _CHATTER.sub("", text)
-    tail = text[-40:].casefold()
-    return _CLOSING.sub("", text) if "thank" in tail or "cheers" in tail else text  # regex only if needed
-
-
-def words(text: str) -> list[str]:
-    core = _strip_chatter(text)
-    return [w.replace("’", "'").strip("'-.,:/") for w in _WORD.findall(core)]
-
-
-@lru_cache(maxsize=65_536)
-def _stem(word: str) -> str:
-    w = word.casefold().removesuffix("'s")
-    for pattern, repl in _SPELLING:
-        w = pattern.sub(repl, w)
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)]
-    return w
-
-
 def numbers(text: str) -> frozenset[str]:
     """Numbers (digits or words, `£1,000` == `1000`), weekdays, months and relative dates."""
     out: list[str] = []
     parts = [p for w in words(text) for p in _HYPHEN.split(w.casefold())]
     for prev, low in zip(["", *parts], parts, strict=False):
-        number = prev[:1].isdigit() or prev in _NUMBER_WORDS
+        number = prev[:1].isdigit() or prev in NUMBER_WORDS
         if low[:1].isdigit():
             digits = _THOUSANDS.sub("", low)
             unit = _CLOCK.match(digits)
             out.append(digits if unit is None else digits[:-2].removesuffix(":00"))
             if unit is not None:
                 out.append(unit.group(1))
-        elif low in _NUMBER_WORDS:
-            out.append(_NUMBER_WORDS[low])
-        elif low in _TIME_WORDS or (low in _CLOCK_UNITS and number):
+        elif low in NUMBER_WORDS:
+            out.append(NUMBER_WORDS[low])
+        elif low in TIME_WORDS or (low in CLOCK_UNITS and number):
             out.append(low.removesuffix("s"))
         elif low == "percent" and number and out:
             out.append(out.pop().removesuffix("%") + "%")  # "fifteen percent" == "15%"
@@ -107,7 +54,7 @@ def numbers(text: str) -> frozenset[str]:
 
 def negation_parity(text: str) -> int:
     cues = (w.casefold() for w in words(text))
-    return sum(_negation(w) or w.startswith("non-") for w in cues) % 2
+    return sum(is_negation(w) or w.startswith("non-") for w in cues) % 2
 
 
 def entities(text: str) -> frozenset[str]:
@@ -135,7 +82,7 @@ def _prefixed(prefix: str, word: str, base: str) -> bool:
 
 
 def same_word(x: str, y: str) -> bool:
-    x, y = _stem(x), _stem(y)
+    x, y = stem(x), stem(y)
     if x == y:
         return True
     if any(_prefixed(p, y, x) or _prefixed(p, x, y) for p in _OPPOSITE_PREFIXES):
@@ -147,18 +94,6 @@ def same_word(x: str, y: str) -> bool:
     if x in known and y in known:
         return False  # two real words (Austria / Australia): different meaning, not a typo
     return SequenceMatcher(None, x, y).ratio() >= 0.8
-
-
-def _negation(word: str) -> bool:
-    return word in _NEGATION or word.endswith("n't")
-
-
-def content_words(text: str) -> list[str]:
-    """Words that carry the question: not function words, numbers or times (the numbers guard's
-    job) nor plain negations (the negation guard's: `can't` and `cannot` are the same word)."""
-    low = (w.casefold() for w in words(text))
-    return [w for w in low if not {w, w.removesuffix("'s"), _stem(w)} & _STOP and not w[:1].isdigit()
-            and w not in _NUMBER_WORDS and w not in _TIME_WORDS and not _negation(w)]
 
 
 def substitution(a: str, b: str, min_ratio: float = 0.6) -> tuple[list[str], list[str]] | None:
@@ -186,7 +121,7 @@ def direction(text: str) -> tuple[set[str], set[str]] | None:
     m = _DIRECTION.search(text)
     if m is None:
         return None
-    return {_stem(w) for w in content_words(m.group(1))}, {_stem(w) for w in content_words(m.group(2))[:4]}
+    return {stem(w) for w in content_words(m.group(1))}, {stem(w) for w in content_words(m.group(2))[:4]}
 
 
 def long_prefix(a: str, b: str, min_chars: int = LONG_PROMPT_CHARS) -> bool:
@@ -228,9 +163,9 @@ def spelled_out(acronym: str, text: str) -> bool:
 def guard_entities(a: str, b: str) -> str | None:
     """An entity of one side must appear on the other, in any case (`UK` vs. an all-lowercase `uk`),
     or spelled out (`PAC` vs. `porting authorisation code`)."""
-    wa, wb = {_stem(w) for w in words(a)}, {_stem(w) for w in words(b)}
-    missing = ({e for e in entities(a) if _stem(e) not in wb and not spelled_out(e, b)}
-               | {e for e in entities(b) if _stem(e) not in wa and not spelled_out(e, a)})
+    wa, wb = {stem(w) for w in words(a)}, {stem(w) for w in words(b)}
+    missing = ({e for e in entities(a) if stem(e) not in wb and not spelled_out(e, b)}
+               | {e for e in entities(b) if stem(e) not in wa and not spelled_out(e, a)})
     return None if not missing else f"entities differ: {sorted(missing)}"
 
 
