@@ -23,6 +23,7 @@ from pipeline.semantic.lexicon import (
     stem,
     words,
 )
+from pipeline.semantic.order import guard_order, unit
 
 _OPPOSITE_PREFIXES = ("un", "non", "in", "im", "dis", "de", "ir", "il", "anti", "counter")
 LONG_PROMPT_CHARS = 400
@@ -31,10 +32,31 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
 _CLOCK = re.compile(r"[\d.,:/%]+(am|pm)$")
 
 
+_CODE_SUFFIX = re.compile(r"\d[\d.,]*-?([a-z]+)$")
+_QUANTITY_SUFFIXES = frozenset({"am", "pm", "st", "nd", "rd", "th", "s", "k", "m", "bn"})
+
+
+def is_code(word: str) -> bool:
+    """A name made of letters and digits (2FA, MP3, 4K, COVID-19, P60): not a number. A number with
+    a unit or a word glued on (7pm, 5km, 2-bedroom, 1990s) is a number, written in lower case."""
+    if not (any(c.isdigit() for c in word) and any(c.isalpha() for c in word)):
+        return False
+    if not word[:1].isdigit():
+        return True  # MP3, COVID-19, P60, H1N1
+    glued = _CODE_SUFFIX.match(word)
+    if glued is None:
+        return True  # H1N1-like: digits and letters interleaved
+    suffix = glued.group(1)
+    if any(c.isupper() for c in word):
+        return True  # 2FA, 4K, 5G, 3D: capitals make it a name
+    return not (suffix in _QUANTITY_SUFFIXES or unit(suffix) is not None or suffix in vocabulary())
+
+
 def numbers(text: str) -> frozenset[str]:
-    """Numbers (digits or words, `£1,000` == `1000`), weekdays, months and relative dates."""
+    """Numbers (digits or words, `£1,000` == `1000`), weekdays, months and relative dates; codes
+    such as `2FA` or `COVID-19` are names, not numbers (the entity guard compares them)."""
     out: list[str] = []
-    parts = [p for w in words(text) for p in _HYPHEN.split(w.casefold())]
+    parts = [p for w in words(text) if not is_code(w) for p in _HYPHEN.split(w.casefold())]
     for prev, low in zip(["", *parts], parts, strict=False):
         number = prev[:1].isdigit() or prev in NUMBER_WORDS
         if low[:1].isdigit():
@@ -147,8 +169,53 @@ def guard_numbers(a: str, b: str) -> str | None:
     return None if na == nb else f"numbers differ: {sorted(na ^ nb)}"
 
 
+_NOUN_NEGATORS = frozenset({"no", "without", "none", "nothing", "nobody", "neither", "nor"})
+
+
+def polarity(text: str) -> dict[str, bool] | None:
+    """Each content word -> whether a negation governs it. A verb's negation (`not safe`, `don't
+    cancel`, `can't remember`) governs the next content word; a noun's (`no sugar`, `without its
+    usual toppings`) the run of content words that follows. None when a cue governs nothing (`why
+    not?`): its scope is unknown."""
+    out: dict[str, bool] = {}
+    scope = ""  # "verb" / "noun": the kind of cue still waiting for its words
+    taken = False
+    for raw in words(text):
+        w = raw.casefold()
+        if w.startswith("non-"):
+            scope, taken, w = "verb", False, w.removeprefix("non-")
+        elif is_negation(w):
+            if scope and not taken:
+                return None
+            scope, taken = ("noun" if w in _NOUN_NEGATORS else "verb"), False
+            continue
+        if not _is_content(w):
+            if taken:
+                scope = ""  # a function word ends a noun phrase
+            continue
+        out[w] = out.get(w, False) or bool(scope)
+        if scope:
+            taken = True
+            if scope == "verb" and not w.endswith("ly"):
+                scope = ""
+    return None if scope and not taken else out
+
+
+@lru_cache(maxsize=65_536)
+def _is_content(word: str) -> bool:
+    return content_words(word) == [word]
+
+
 def guard_negation(a: str, b: str) -> str | None:
-    return None if negation_parity(a) == negation_parity(b) else "negation differs"
+    """Negation matters where it flips the polarity of something both ask about: `is X safe` vs `is X
+    not safe`. `I can't remember my PIN` vs `how do I reset my PIN` negates nothing the other asks."""
+    if negation_parity(a) == negation_parity(b):
+        return None
+    pa, pb = polarity(a), polarity(b)
+    if pa is None or pb is None:
+        return "negation differs"  # a cue with no scope: keep the strict rule
+    flipped = sorted(x for x, neg in pa.items() if any(same_word(x, y) and neg != pb[y] for y in pb))
+    return f"negation differs: {flipped}" if flipped else None
 
 
 def spelled_out(acronym: str, text: str) -> bool:
@@ -158,6 +225,40 @@ def spelled_out(acronym: str, text: str) -> bool:
         return False
     initials = "".join(w[0] for w in words(text.casefold()))
     return acronym.casefold() in initials
+
+
+_PART = re.compile(r"[A-Za-z]+|\d+")
+
+
+def _spell_code(code: str, text: str) -> str:
+    """`text` with the words that spell the letter-digit `code` (`two-factor authentication` for
+    2FA, `three-dimensional` for 3D) replaced by the code, so every guard sees one name on both sides."""
+    target = code.casefold().replace("-", "")
+    if not (3 <= len(target) <= 8) or stem(code.casefold()) in {stem(w.casefold()) for w in words(text)}:
+        return text
+    parts = list(_PART.finditer(text))
+    initials = [NUMBER_WORDS.get(m.group().casefold(), m.group() if m.group().isdigit()
+                                 else m.group()[0].casefold()) for m in parts]
+    for i in range(len(parts)):
+        spelled = ""
+        for j in range(i, len(parts)):
+            spelled += initials[j]
+            if spelled == target and j > i:
+                return text[:parts[i].start()] + code + text[parts[j].end():]
+            if not target.startswith(spelled):
+                break
+    return text
+
+
+def align_codes(a: str, b: str) -> tuple[str, str]:
+    """Both texts with each side's letter-digit codes (2FA, 4WD) written as codes on the other."""
+    for code in entities(a):
+        if is_code(code):
+            b = _spell_code(code, b)
+    for code in entities(b):
+        if is_code(code):
+            a = _spell_code(code, a)
+    return a, b
 
 
 def guard_entities(a: str, b: str) -> str | None:
@@ -187,11 +288,12 @@ def guard_direction(a: str, b: str) -> str | None:
 
 
 GUARDS: tuple[Guard, ...] = (guard_long_prefix, guard_numbers, guard_negation, guard_entities,
-                             guard_direction, guard_substitution)
+                             guard_direction, guard_order, guard_substitution)
 
 
 def first_conflict(a: str, b: str, guards: tuple[Guard, ...] = GUARDS) -> str | None:
     """The first reason the cached text `a` must not answer `b`, or None when every guard passes."""
+    a, b = align_codes(a, b)
     for guard in guards:
         reason = guard(a, b)
         if reason is not None:

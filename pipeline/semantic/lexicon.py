@@ -16,7 +16,7 @@ def _set(text: str) -> frozenset[str]:
 def _set_order(text: str) -> list[str]:
     return text.split()
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d[\d,.:/%-]*\w*")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*(?:\d[\dA-Za-z-]*)?|\d[\d,.:/%-]*\w*")
 _NEGATION = _set("""not no never none nothing nobody nowhere neither nor without cannot
     can't don't doesn't didn't isn't aren't wasn't weren't won't wouldn't shouldn't couldn't
     haven't hasn't hadn't mustn't needn't""")
