@@ -24,6 +24,7 @@ from pipeline.semantic.lexicon import (
     words,
 )
 from pipeline.semantic.order import guard_order, unit
+from pipeline.semantic.thesaurus import synonyms
 
 _OPPOSITE_PREFIXES = ("un", "non", "in", "im", "dis", "de", "ir", "il", "anti", "counter")
 LONG_PROMPT_CHARS = 400
@@ -61,10 +62,13 @@ def numbers(text: str) -> frozenset[str]:
         number = prev[:1].isdigit() or prev in NUMBER_WORDS
         if low[:1].isdigit():
             digits = _THOUSANDS.sub("", low)
-            unit = _CLOCK.match(digits)
-            out.append(digits if unit is None else digits[:-2].removesuffix(":00"))
-            if unit is not None:
-                out.append(unit.group(1))
+            clock = _CLOCK.match(digits)
+            glued = _CODE_SUFFIX.match(digits)
+            if glued is not None and clock is None and unit(glued.group(1)) is not None:
+                digits = digits[: glued.start(1)].removesuffix("-")  # 300m == 300 metres: the number
+            out.append(digits if clock is None else digits[:-2].removesuffix(":00"))
+            if clock is not None:
+                out.append(clock.group(1))
         elif low in NUMBER_WORDS:
             out.append(NUMBER_WORDS[low])
         elif low in TIME_WORDS or (low in CLOCK_UNITS and number):
@@ -86,7 +90,7 @@ def entities(text: str) -> frozenset[str]:
         for i, w in enumerate(words(sentence)):
             if w in ("I", "I'd", "I'm", "I've", "I'll", "OK") or len(w) < 2:
                 continue
-            acronym = w.isupper() or (any(c.isdigit() for c in w) and any(c.isalpha() for c in w))
+            acronym = w.isupper() or is_code(w)  # `300m` and `7pm` are quantities, not names
             if acronym or (i > 0 and w[0].isupper()):
                 out.add(w.casefold().removesuffix("'s"))
     return frozenset(out)
@@ -104,6 +108,9 @@ def _prefixed(prefix: str, word: str, base: str) -> bool:
 
 
 def same_word(x: str, y: str) -> bool:
+    ux, uy = unit(x), unit(y)
+    if ux is not None and uy is not None:
+        return ux[0] == uy[0]  # kg / kilograms, ft / feet: one unit; km / miles: two
     x, y = stem(x), stem(y)
     if x == y:
         return True
@@ -131,7 +138,26 @@ def substitution(a: str, b: str, min_ratio: float = 0.6) -> tuple[list[str], lis
     ca, cb = content_words(a), content_words(b)
     only_a = [x for x in ca if not any(same_word(x, y) for y in cb)]
     only_b = [y for y in cb if not any(same_word(x, y) for x in ca)]
+    only_a, only_b = _unmatched(only_a, only_b), _unmatched(only_b, only_a)
     return (only_a, only_b) if only_a or only_b else None
+
+
+def _phrases(side: list[str]) -> list[list[tuple[str, int, int]]]:
+    """Per word: itself and the two-word phrases it is part of (`set up`, `sign up`), with spans."""
+    out: list[list[tuple[str, int, int]]] = [[(w, i, i + 1)] for i, w in enumerate(side)]
+    for i in range(len(side) - 1):
+        phrase = (f"{side[i]}_{side[i + 1]}", i, i + 2)
+        out[i].append(phrase)
+        out[i + 1].append(phrase)
+    return out
+
+
+def _unmatched(side: list[str], other: list[str]) -> list[str]:
+    """The words of `side` that no synonym on the other side accounts for (buy / purchase, find /
+    locate, set up / create): a change of word, not of meaning. Antonyms never count as synonyms."""
+    theirs = [p for phrases in _phrases(other) for p in phrases]
+    return [w for w, phrases in zip(side, _phrases(side), strict=True)
+            if not any(synonyms(mine, t) for mine, _, _ in phrases for t, _, _ in theirs)]
 
 
 _DIRECTION = re.compile(r"\b(?:from|convert|transfer|move|migrate|switch|translate|put|swap|port)\b(.*?)"

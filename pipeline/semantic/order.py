@@ -97,9 +97,12 @@ def unit(word: str) -> tuple[str, frozenset[str]] | None:
     return None
 
 
-def _operand(word: str) -> str | None:
-    """The token an operand is compared by: a number's digits, a unit's name, a word's stem."""
+def _operand(word: str, name: bool = False) -> str | None:
+    """The token an operand is compared by: a number's digits, a unit's name, a word's stem;
+    `name`: a capitalised word inside a sentence (`Go`, `May`), kept even if it looks like a function word."""
     low = word.casefold()
+    if name and low != "i":
+        return stem(low)
     if low in NUMBER_WORDS:
         return NUMBER_WORDS[low]
     if low[:1].isdigit():
@@ -123,8 +126,10 @@ def _prepare(text: str) -> str:
     return _OPERATOR.sub(lambda m: _OPERATOR_WORD[m.group(1) or m.group(2)], text)
 
 
-def _span(tokens: list[str], start: int, end: int) -> frozenset[str]:
-    return frozenset(o for o in map(_operand, tokens[max(start, 0):end]) if o is not None)
+def _span(raw: list[str], start: int, end: int) -> frozenset[str]:
+    start = max(start, 0)
+    found = (_operand(w, name=i > 0 and w[:1].isupper()) for i, w in enumerate(raw[start:end], start))
+    return frozenset(o for o in found if o is not None)
 
 
 def _salient(word: str) -> bool:
@@ -139,7 +144,7 @@ def _segment_relations(raw: list[str]) -> list[Roles]:
     out: list[Roles] = []
 
     def infix(cue: int, after: int, flip: bool = False) -> None:
-        first, second = _span(tokens, 0, cue), _span(tokens, after, n)
+        first, second = _span(raw, 0, cue), _span(raw, after, n)
         out.append((second, first) if flip else (first, second))
 
     for i, t in enumerate(tokens):
@@ -157,31 +162,31 @@ def _segment_relations(raw: list[str]) -> list[Roles]:
         elif (t.endswith("%") or t in ("percent", "percentage")) and nxt == "of":
             if t == "percentage" or prev in ("what", "which"):  # what percentage of X is Y: (Y, X)
                 verb = next((j for j in range(i + 2, n) if tokens[j] in ("is", "are", "was")), n)
-                out.append((_span(tokens, verb + 1, n), _span(tokens, i + 2, verb)))
+                out.append((_span(raw, verb + 1, n), _span(raw, i + 2, verb)))
             else:
-                out.append((_span(tokens, 0, i + 1), _span(tokens, i + 2, n)))
+                out.append((_span(raw, 0, i + 1), _span(raw, i + 2, n)))
         elif t in _SUBTRACT or (t == "take" and "away" in tokens[i + 1:i + 4]):
             source = next((j for j in range(i + 1, n) if tokens[j] == "from"), None)
             if source is not None:
-                out.append((_span(tokens, source + 1, n), _span(tokens, i + 1, source)))
+                out.append((_span(raw, source + 1, n), _span(raw, i + 1, source)))
         elif t == "divide":
             by = next((j for j in range(i + 1, n) if tokens[j] == "by"), None)
             if by is not None:
-                out.append((_span(tokens, i + 1, by), _span(tokens, by + 1, n)))
+                out.append((_span(raw, i + 1, by), _span(raw, by + 1, n)))
         elif t == "ratio" and nxt == "of":
             to = next((j for j in range(i + 2, n) if tokens[j] == "to"), None)
             if to is not None:
-                out.append((_span(tokens, i + 2, to), _span(tokens, to + 1, n)))
+                out.append((_span(raw, i + 2, to), _span(raw, to + 1, n)))
         elif t == "from" and not any(s in _SUBTRACT or s == "take" for s in tokens[:i]):
             to = next((j for j in range(i + 1, n) if tokens[j] in ("to", "into", "until", "till")), None)
             back = next((j for j in range(i - 1, -1, -1) if tokens[j] in ("to", "into")), None)
             if to is not None:  # from X to Y
-                out.append((_span(tokens, i + 1, to), _span(tokens, to + 1, n)))
+                out.append((_span(raw, i + 1, to), _span(raw, to + 1, n)))
             elif back is not None:  # to Y from X
-                out.append((_span(tokens, i + 1, n), _span(tokens, back + 1, i)))
+                out.append((_span(raw, i + 1, n), _span(raw, back + 1, i)))
         elif t == "to" and "from" not in tokens and 0 < i < n - 1 and _salient(raw[i - 1]) \
                 and _salient(raw[i + 1]):
-            out.append((_span(tokens, i - 1, i), _span(tokens, i + 1, i + 2)))
+            out.append((_span(raw, i - 1, i), _span(raw, i + 1, i + 2)))
     conversion = _conversion(tokens)
     if conversion is not None:
         out.append(conversion)
