@@ -16,6 +16,7 @@ from functools import lru_cache
 from pipeline.semantic.embedders import TOKENIZER_FILE
 from pipeline.semantic.lexicon import (
     CLOCK_UNITS,
+    DURATION_SECONDS,
     NUMBER_WORDS,
     TIME_WORDS,
     content_words,
@@ -75,7 +76,17 @@ def numbers(text: str) -> frozenset[str]:
             out.append(low.removesuffix("s"))
         elif low == "percent" and number and out:
             out.append(out.pop().removesuffix("%") + "%")  # "fifteen percent" == "15%"
+        elif number and out and (seconds := DURATION_SECONDS.get(low.removesuffix("s"))) is not None:
+            out.append(_duration(out.pop(), seconds))  # "14 days" == "two weeks"
     return frozenset(out)
+
+
+def _duration(count: str, seconds: int) -> str:
+    try:
+        value = float(count) * seconds
+    except ValueError:
+        return count  # `3rd day`: not a count
+    return f"{value:g}s" if value != int(value) else f"{int(value)}s"
 
 
 def negation_parity(text: str) -> int:

@@ -76,9 +76,18 @@ def is_negation(word: str) -> bool:
     return word in _NEGATION or word.endswith("n't")
 
 
+# Durations the numbers guard compares as quantities (`14 days` == `two weeks`), in seconds.
+DURATION_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400, "week": 604_800,
+                    "fortnight": 1_209_600}
+
+
 def content_words(text: str) -> list[str]:
-    """Words that carry the question: not function words, numbers or times (the numbers guard's
-    job) nor plain negations (the negation guard's: `can't` and `cannot` are the same word)."""
-    low = (w.casefold() for w in words(text))
-    return [w for w in low if not {w, w.removesuffix("'s"), stem(w)} & STOP and not w[:1].isdigit()
-            and w not in NUMBER_WORDS and w not in TIME_WORDS and not is_negation(w)]
+    """Words that carry the question: not function words, numbers, times or the unit of a duration
+    (the numbers guard's job) nor plain negations (the negation guard's: `can't` and `cannot` are
+    the same word)."""
+    low = [w.casefold() for w in words(text)]
+    return [w for prev, w in zip(["", *low], low, strict=False)
+            if not {w, w.removesuffix("'s"), stem(w)} & STOP and not w[:1].isdigit()
+            and w not in NUMBER_WORDS and w not in TIME_WORDS and not is_negation(w)
+            and not (w.removesuffix("s") in DURATION_SECONDS
+                     and (prev[:1].isdigit() or prev in NUMBER_WORDS))]

@@ -29,7 +29,8 @@ CASES = [
     ("EUR to GBP exchange rate", "EUR to GBP exchange rate?", "GBP to EUR exchange rate"),
     ("How many pounds is 40 kilograms?", "Convert 40 kilograms to pounds",
      "How many kilograms is 40 pounds?"),
-    ("How many cups in a litre?", "how many cups in a litre", "How many litres in a cup?"),
+    ("How many teaspoons in a tablespoon?", "how many teaspoons are in a tablespoon",
+     "How many tablespoons in a teaspoon?"),
     ("How many feet is 300 metres?", "How many ft is 300 metres?", "How many metres is 300 feet?"),
 ]
 
