@@ -38,6 +38,7 @@ _CODE_SUFFIX = re.compile(r"\d[\d.,]*-?([a-z]+)$")
 _QUANTITY_SUFFIXES = frozenset({"am", "pm", "st", "nd", "rd", "th", "s", "k", "m", "bn"})
 
 
+@lru_cache(maxsize=65_536)
 def is_code(word: str) -> bool:
     """A name made of letters and digits (2FA, MP3, 4K, COVID-19, P60): not a number. A number with
     a unit or a word glued on (7pm, 5km, 2-bedroom, 1990s) is a number, written in lower case."""
@@ -54,6 +55,7 @@ def is_code(word: str) -> bool:
     return not (suffix in _QUANTITY_SUFFIXES or unit(suffix) is not None or suffix in vocabulary())
 
 
+@lru_cache(maxsize=65_536)
 def numbers(text: str) -> frozenset[str]:
     """Numbers (digits or words, `£1,000` == `1000`), weekdays, months and relative dates; codes
     such as `2FA` or `COVID-19` are names, not numbers (the entity guard compares them)."""
@@ -94,6 +96,7 @@ def negation_parity(text: str) -> int:
     return sum(is_negation(w) or w.startswith("non-") for w in cues) % 2
 
 
+@lru_cache(maxsize=65_536)
 def entities(text: str) -> frozenset[str]:
     """Named things: capitalised words not opening a sentence, acronyms, letter-digit codes (P60)."""
     out = set()
@@ -118,6 +121,7 @@ def _prefixed(prefix: str, word: str, base: str) -> bool:
     return word.startswith(prefix) and word[len(prefix):].lstrip("-") == base
 
 
+@lru_cache(maxsize=262_144)
 def same_word(x: str, y: str) -> bool:
     ux, uy = unit(x), unit(y)
     if ux is not None and uy is not None:
@@ -251,8 +255,14 @@ def guard_negation(a: str, b: str) -> str | None:
     pa, pb = polarity(a), polarity(b)
     if pa is None or pb is None:
         return "negation differs"  # a cue with no scope: keep the strict rule
-    flipped = sorted(x for x, neg in pa.items() if any(same_word(x, y) and neg != pb[y] for y in pb))
-    return f"negation differs: {flipped}" if flipped else None
+    flipped = _flipped(pa, pb) + _flipped(pb, pa)
+    return f"negation differs: {sorted(set(flipped))}" if flipped else None
+
+
+def _flipped(negating: dict[str, bool], other: dict[str, bool]) -> list[str]:
+    """Words `negating` negates that `other` asks about un-negated (few cues: a short loop)."""
+    return [x for x, neg in negating.items() if neg
+            and any(not other_neg and same_word(x, y) for y, other_neg in other.items())]
 
 
 def spelled_out(acronym: str, text: str) -> bool:
