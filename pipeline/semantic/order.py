@@ -39,6 +39,7 @@ def _set(text: str) -> frozenset[str]:
 _LOWER = _set("""less fewer smaller slower younger newer lighter shorter lower worse cheaper
     weaker thinner narrower colder cooler earlier closer nearer softer easier quieter poorer
     shallower lesser tinier""")
+_COMPARATIVE = _set("more less fewer rather other else worse best least most")
 _SUBTRACT = frozenset({"subtract", "deduct"})
 _INFIX = frozenset({"minus", "divided", "over", "power", "mod", "modulo", "vs", "versus"})
 _HOW = frozenset({"many", "much"})
@@ -151,7 +152,11 @@ def _segment_relations(raw: list[str]) -> list[Roles]:
         nxt = tokens[i + 1] if i + 1 < n else ""
         prev = tokens[i - 1] if i else ""
         if t == "than" and i:
-            cue = i - 1 - (i >= 2 and tokens[i - 2] in ("more", "less", "fewer"))
+            # the comparative is not an operand; in `better to rent than to buy`, `rent` is one
+            if i >= 2 and tokens[i - 2] in ("more", "less", "fewer"):
+                cue = i - 2
+            else:
+                cue = i - 1 if prev.endswith("er") or prev in _COMPARATIVE else i
             lower = prev in _LOWER or (i >= 2 and tokens[i - 2] in ("less", "fewer"))
             infix(cue, i + 1, flip=lower)
         elif t in ("before", "after") and "or" not in (prev, nxt) and "and" not in (prev, nxt):

@@ -15,6 +15,8 @@ CASES = [
      "Is an elephant heavier than a blue whale?"),
     ("Should I lease rather than buy a car?", "should I lease rather than buy a car",
      "Should I buy rather than lease a car?"),
+    ("Is it better to rent than to buy?", "Is it better to rent than buy?",
+     "Is it better to buy than to rent?"),
     # sequence
     ("Did the Renaissance come before the Reformation?", "Did the Renaissance come before the Reformation",
      "Did the Reformation come before the Renaissance?"),
