@@ -5,7 +5,7 @@ A lookup (run only on exact-cache misses):
      temperature) gives `candidates` nearest entries: another tenant's entries are never searched,
      and different generation parameters never meet;
   2. expired entries, other chat contexts and guard conflicts (negation, numbers, entities,
-     direction, swapped words, long shared prefix) are dropped: all pure, no model;
+     direction, operand order, swapped words, long shared prefix) are dropped: all pure, no model;
   3. the same words up to spelling (`acount`, `adress`): hit, whatever the cosine;
      static cosine >= fast_accept: hit; < fast_reject: miss; in between (the grey band) the
      verifier (MiniLM ONNX) embeds query and candidate in one micro-batch for the whole lookup

@@ -1,8 +1,16 @@
 """Guards against the known false hits of semantic caches: pure functions over two texts.
 
-Embeddings put "is X safe" next to "is X not safe", "2-bedroom" next to "3-bedroom" and
-"Microsoft" next to "Apple". Each guard extracts what must be equal for one answer to serve both
-and returns a reason when it is not, or None. `first_conflict` runs them cheapest first.
+Embeddings put "is X safe" next to "is X not safe", "2-bedroom" next to "3-bedroom",
+"Microsoft" next to "Apple" and "is A faster than B" next to "is B faster than A". Each guard
+extracts what must be equal for one answer to serve both and returns a reason when it is not, or
+None. `first_conflict` runs them cheapest first, after writing letter-digit codes the same way on
+both sides (`2FA` / `two-factor authentication`).
+
+What does not count as a difference: a code is a name, not a number (2FA, MP3, COVID-19); a
+negation only where it flips the polarity of a word both sides ask about (`can't remember my PIN`
+negates nothing `how do I reset my PIN` asks); a WordNet synonym is not a word swap (buy /
+purchase, find / locate; antonyms and co-hyponyms still are, see thesaurus.py); a duration is a
+quantity (`14 days` == `two weeks`). Operand order is order.py's.
 """
 
 from __future__ import annotations
