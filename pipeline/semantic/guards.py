@@ -273,6 +273,27 @@ def _flipped(negating: dict[str, bool], other: dict[str, bool]) -> list[str]:
             and any(not other_neg and same_word(x, y) for y, other_neg in other.items())]
 
 
+_AUXILIARIES = frozenset({"can", "could", "is", "are", "am", "do", "does", "did", "will", "would",
+                          "should", "shall", "may", "might", "must", "have", "has", "was", "were"})
+_HOW_MUCH = re.compile(r"\bhow (much|many|long|often|far|old)\b", re.I)
+
+
+def question_kind(text: str) -> str | None:
+    """`amount` (how much / many / long ...), `yes-no` (opens with an auxiliary: can I, is it), or None."""
+    if _HOW_MUCH.search(text):
+        return "amount"
+    first = next(iter(words(text)), "").casefold()
+    return "yes-no" if first in _AUXILIARIES else None
+
+
+def guard_question_kind(a: str, b: str) -> str | None:
+    """`Can I claim compensation for a 4-hour delay?` is answered yes or no; `How much compensation
+    can I claim ...?` with an amount: once the guards stopped reading `4-hour` as a name, only the
+    kind of question told these apart."""
+    kinds = {question_kind(a), question_kind(b)}
+    return "question kind differs: amount vs yes-no" if kinds == {"amount", "yes-no"} else None
+
+
 def spelled_out(acronym: str, text: str) -> bool:
     """`PAC` in `a porting authorisation code`: consecutive words whose initials spell the acronym."""
     n = len(acronym)
@@ -342,8 +363,8 @@ def guard_direction(a: str, b: str) -> str | None:
     return f"direction reversed: {sorted(crossed)}" if crossed else None
 
 
-GUARDS: tuple[Guard, ...] = (guard_long_prefix, guard_numbers, guard_negation, guard_entities,
-                             guard_direction, guard_order, guard_substitution)
+GUARDS: tuple[Guard, ...] = (guard_long_prefix, guard_numbers, guard_negation, guard_question_kind,
+                             guard_entities, guard_direction, guard_order, guard_substitution)
 
 
 def first_conflict(a: str, b: str, guards: tuple[Guard, ...] = GUARDS) -> str | None:

@@ -133,3 +133,12 @@ def test_negation_compares_polarity_word_by_word() -> None:
     assert polarity("I can't remember my PIN") == {"remember": True, "pin": False}
     assert polarity("Pizza without its usual toppings") == {"pizza": False, "usual": True, "toppings": True}
     assert polarity("Why not?") is None  # a cue with nothing to govern: the strict rule applies
+
+
+def test_an_amount_question_is_not_a_yes_no_question() -> None:
+    # same words, other answer: an amount vs yes / no (and `3-hour` is a duration now, not a name)
+    assert first_conflict("How much compensation can I claim for a delayed train?",
+                          "Can I claim compensation for a delayed train?") is not None
+    assert first_conflict("How much compensation can I claim if my train is delayed by three hours?",
+                          "Can I claim compensation for a 3-hour train delay?") is not None
+    assert first_conflict("Is the gym open on bank holidays?", "is the gym open on bank holidays") is None
