@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.fingerprint import normalise
 from pipeline.semantic.embedders import Embedder
-from pipeline.semantic.guards import first_conflict, spelling_variant
+from pipeline.semantic.guards import first_conflict, spelling_variant, warm
 from pipeline.semantic.index import VectorIndex
 from topics.schemas import Query
 
@@ -103,6 +103,7 @@ class SemanticCache:
         self._verified: OrderedDict[int, np.ndarray] = OrderedDict()  # entry id -> verifier vector
         self._next_id = 0
         self.stats = {"lookups": 0, "hits": 0, "verifier_calls": 0, "guard_rejects": 0}
+        warm()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -377,6 +377,12 @@ def first_conflict(a: str, b: str, guards: tuple[Guard, ...] = GUARDS) -> str | 
     return None
 
 
+def warm() -> None:
+    """Load the word tables now (~0.6 s, once a process), not in the first lookup's latency."""
+    vocabulary()
+    synonyms("warm", "hot")
+
+
 def spelling_variant(a: str, b: str) -> bool:
     """The same words in the same order up to typos, stems and case (`acount` == `account`): a near
     repeat whose answer holds whatever its embeddings say (typos push a short text's cosine down)."""
