@@ -5,7 +5,7 @@ A lookup (run only on exact-cache misses):
      temperature) gives `candidates` nearest entries: another tenant's entries are never searched,
      and different generation parameters never meet;
   2. expired entries, other chat contexts and guard conflicts (negation, numbers, entities,
-     direction, swapped words, long shared prefix) are dropped: all pure, no model;
+     direction, operand order, swapped words, long shared prefix) are dropped: all pure, no model;
   3. the same words up to spelling (`acount`, `adress`): hit, whatever the cosine;
      static cosine >= fast_accept: hit; < fast_reject: miss; in between (the grey band) the
      verifier (MiniLM ONNX) embeds query and candidate in one micro-batch for the whole lookup
@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.fingerprint import normalise
 from pipeline.semantic.embedders import Embedder
-from pipeline.semantic.guards import first_conflict, spelling_variant
+from pipeline.semantic.guards import first_conflict, spelling_variant, warm
 from pipeline.semantic.index import VectorIndex
 from topics.schemas import Query
 
@@ -106,6 +106,7 @@ class SemanticCache:
         self._verified: OrderedDict[int, np.ndarray] = OrderedDict()  # entry id -> verifier vector
         self._next_id = 0
         self.stats = {"lookups": 0, "hits": 0, "verifier_calls": 0, "guard_rejects": 0}
+        warm()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -89,3 +89,56 @@ def test_spelling_variants() -> None:
     assert not spelling_variant("What's the capital of Austria?", "What's the capital of Australia?")
     assert not spelling_variant("How do I reset my password?", "How do I reset your password?")
     assert not spelling_variant("How do I lock my card?", "How do I unlock my card?")
+
+
+# Held-out-style false refusals of the old guards, one class each: codes read as numbers, a negation
+# read into a question that negates nothing the other asks, synonyms read as a word swap, durations.
+# Each case: (cached, a rewording that must pass, a real difference in the same class that must not).
+@pytest.mark.parametrize(("a", "reworded", "different"), [
+    ("Can I use 2FA without a smartphone?", "Can I use two-factor authentication without a smartphone?",
+     "Can I use 2FA with a smartphone?"),
+    ("Does the Defender have 4WD?", "Does the Defender have four-wheel drive?",
+     "Does the Defender have 2WD?"),
+    ("Is 2SV required for HMRC online?", "Is 2-step verification required for HMRC online?",
+     "Is 3-step verification required for HMRC online?"),
+    ("How do I reset my PIN?", "I can't remember my PIN, what do I do?", "Why can't I reset my PIN?"),
+    ("How do I recover a deleted file?", "I didn't mean to delete a file, can I get it back?",
+     "How do I recover a file I didn't delete?"),
+    ("Why is my Wi-Fi slow?", "My Wi-Fi won't load pages quickly, why?", "Why is my Wi-Fi not slow?"),
+    ("Where can I buy a bus pass?", "Where can I purchase a bus pass?", "Where can I sell a bus pass?"),
+    ("How do I find my tax code?", "How do I locate my tax code?", "How do I change my tax code?"),
+    ("How do I begin a new claim?", "How do I start a new claim?", "How do I end a new claim?"),
+    ("Can I amend my booking?", "Can I modify my booking?", "Can I cancel my booking?"),
+    ("How do I remove a device from my account?", "How do I delete a device from my account?",
+     "How do I add a device to my account?"),
+    ("What's the quickest route to the airport?", "What's the fastest route to the airport?",
+     "What's the slowest route to the airport?"),
+    ("How do I cook rice?", "How do I prepare rice?", "How do I cook quinoa?"),
+    ("Is the trial 14 days long?", "Is the trial two weeks long?", "Is the trial 14 weeks long?"),
+])
+def test_rewordings_pass_and_real_differences_conflict(a: str, reworded: str, different: str) -> None:
+    assert first_conflict(a, reworded) is None
+    assert first_conflict(a, different) is not None
+
+
+def test_codes_are_names_not_numbers() -> None:
+    assert numbers("New COVID-19 rules for MP3 players and 4K screens") == frozenset()
+    assert numbers("a 300m walk at 7pm in a 2-bedroom flat") == {"300", "7", "pm", "2"}
+    assert {"covid-19", "mp3", "4k"} <= entities("New COVID-19 rules for MP3 players and 4K screens")
+
+
+def test_negation_compares_polarity_word_by_word() -> None:
+    from pipeline.semantic.guards import polarity
+
+    assert polarity("I can't remember my PIN") == {"remember": True, "pin": False}
+    assert polarity("Pizza without its usual toppings") == {"pizza": False, "usual": True, "toppings": True}
+    assert polarity("Why not?") is None  # a cue with nothing to govern: the strict rule applies
+
+
+def test_an_amount_question_is_not_a_yes_no_question() -> None:
+    # same words, other answer: an amount vs yes / no (and `3-hour` is a duration now, not a name)
+    assert first_conflict("How much compensation can I claim for a delayed train?",
+                          "Can I claim compensation for a delayed train?") is not None
+    assert first_conflict("How much compensation can I claim if my train is delayed by three hours?",
+                          "Can I claim compensation for a 3-hour train delay?") is not None
+    assert first_conflict("Is the gym open on bank holidays?", "is the gym open on bank holidays") is None
