@@ -23,17 +23,17 @@ from pipeline.routing.scorer import MODEL_FILE, GatedModel, load_model
 from pipeline.semantic.embedders import StaticEmbedder
 
 JUDGED_SQL = """
-SELECT query_id, tenant, score, prompt
+SELECT query_id, tenant, score, question
 FROM pointsman.evaluations FINAL
-WHERE prompt != '' AND route = 'slm'
-ORDER BY evaluated_at
+WHERE question != '' AND route = 'slm'
+ORDER BY evaluated_at, query_id
 """
 
 
 def judged_outcomes(reader: Reader) -> list[Judged]:
     _, rows = reader.query(JUDGED_SQL)
-    return [Judged(str(qid), Outcome(str(prompt), float(score), 1.0, str(tenant)))
-            for qid, tenant, score, prompt in rows]
+    return [Judged(str(qid), Outcome(str(question), float(score), 1.0, str(tenant)))
+            for qid, tenant, score, question in rows]
 
 
 def save_atomically(model: GatedModel, out: Path) -> None:

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from rich.progress import (
 )
 
 from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set, sample
+from topics.errors import PermanentError
 
 LABELS_FILE = Path(__file__).resolve().parents[1] / "routing" / "data" / "slm_labels.jsonl.gz"
 SETS = ("mmlu", "gsm8k")
@@ -75,17 +77,32 @@ def model_checksum(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def label_rows(engine: Any, prompts: Sequence[LabelledPrompt], batch: int) -> list[dict[str, Any]]:
-    """One engine call per micro-batch (prompts of a batch share one answer budget)."""
+def _generate(engine: Any, prompts: Sequence[LabelledPrompt]) -> list[Any]:
+    """One engine call per micro-batch; a prompt the model refuses (longer than its context) is
+    retried alone so the rest keep their answers, and is labelled wrong: in the pipeline the SLM
+    worker escalates it."""
     messages = [[{"role": "user", "content": p.text}] for p in prompts]
-    generations = engine.generate(messages, max_tokens=[p.max_tokens for p in prompts], temperature=0.0)
+    try:
+        return engine.generate(messages, max_tokens=[p.max_tokens for p in prompts], temperature=0.0)
+    except PermanentError:
+        if len(prompts) == 1:
+            return [None]
+        return [g for p in prompts for g in _generate(engine, [p])]
+
+
+def label_rows(engine: Any, prompts: Sequence[LabelledPrompt]) -> list[dict[str, Any]]:
     rows = []
-    for prompt, gen in zip(prompts, generations, strict=True):
+    for prompt, gen in zip(prompts, _generate(engine, prompts), strict=True):
         row = asdict(prompt)
         row["choices"] = list(prompt.choices)
-        row.update(key=prompt_key(prompt), slm_answer=gen.text, slm_correct=is_correct(prompt, gen.text),
-                   confidence=round(float(gen.confidence), 6), prompt_tokens=gen.prompt_tokens,
-                   completion_tokens=gen.completion_tokens, finish_reason=gen.finish_reason)
+        row["key"] = prompt_key(prompt)
+        if gen is None:
+            row.update(slm_answer="", slm_correct=False, confidence=0.0, prompt_tokens=0,
+                       completion_tokens=0, finish_reason="refused")
+        else:
+            row.update(slm_answer=gen.text, slm_correct=is_correct(prompt, gen.text),
+                       confidence=round(float(gen.confidence), 6), prompt_tokens=gen.prompt_tokens,
+                       completion_tokens=gen.completion_tokens, finish_reason=gen.finish_reason)
         rows.append(row)
     return rows
 
@@ -112,7 +129,7 @@ def run_label_slm(console: Console, model_dir: Path, *, sets: Sequence[str] = SE
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("SLM answers", total=len(todo))
         for i in range(0, len(todo), batch):
-            rows = label_rows(engine, todo[i:i + batch], batch)
+            rows = label_rows(engine, todo[i:i + batch])
             with gzip.open(out, "at", encoding="utf-8") as f:  # one gzip member per batch: resumable
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             progress.advance(task, len(rows))
@@ -137,14 +154,19 @@ def write_provenance(out: Path, rows: list[dict[str, Any]], model_dir: Path, eng
                       "slm_accuracy": sum(r["slm_correct"] for r in mine) / len(mine),
                       "strong_accuracy": sum(bool(r["strong_correct"]) for r in mine) / len(mine)}
     quantize = model_dir / "quantize.json"
+    recipe = json.loads(quantize.read_text()) if quantize.exists() else None
+    if recipe is not None and "source" in recipe:
+        recipe["source"] = Path(recipe["source"]).name  # not this machine's paths
+    path = out.with_suffix("").with_suffix(".json")
+    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    runs.append({"command": " ".join(["pointsman", *sys.argv[1:]]), "seconds": round(seconds, 1),
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     provenance = {
-        "command": "pointsman label slm", "model": model_dir.name, "model_sha256": model_checksum(model_dir),
-        "quantize": json.loads(quantize.read_text()) if quantize.exists() else None,
+        "model": model_dir.name, "model_sha256": model_checksum(model_dir), "quantize": recipe,
         "engine": {"name": engine.model_name, "decoding": "greedy", "batch": batch, "threads": threads},
         "versions": {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
                      "python": platform.python_version()},
-        "machine": platform.machine(), "labelled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "last_run_seconds": round(seconds, 1), "sets": sets,
+        "machine": platform.machine(), "sets": sets, "runs": runs,
     }
-    out.with_suffix("").with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
+    path.write_text(json.dumps(provenance, indent=1) + "\n")
     return provenance
