@@ -150,14 +150,25 @@ def outcomes(prompts: Sequence[LabelledPrompt], run_id: str, rows: dict[str, Ans
 def router_scores(config: Config, prompts: Sequence[LabelledPrompt]) -> dict[str, list[float]]:
     """Difficulty scores of the router trained on our SLM's labels (the one the learned policy
     loads) and of the one trained on RouteLLM's labels: their curves on the same prompts."""
-    from pipeline.routing.scorer import MODEL_FILE, ROUTELLM_MODEL_FILE, DifficultyScorer, load_model
+    from pipeline.routing.scorer import (
+        MODEL_FILE,
+        ROUTELLM_MODEL_FILE,
+        DifficultyScorer,
+        GatedModel,
+        load_model,
+    )
     from pipeline.semantic.embedders import StaticEmbedder
 
     grounded = config.router_model if config.router_model.is_file() else MODEL_FILE
     texts = [p.text for p in prompts]
     embedder = StaticEmbedder()
-    return {name: [float(s) for s in DifficultyScorer(embedder, load_model(path)).score(texts)]
-            for name, path in (("our_slm_labels", grounded), ("routellm_labels", ROUTELLM_MODEL_FILE))}
+    out = {}
+    for name, path in (("our_slm_labels", grounded), ("routellm_labels", ROUTELLM_MODEL_FILE)):
+        model = load_model(path)
+        scores = DifficultyScorer(embedder, model).score(texts)
+        keys = model.routing_keys(scores, texts) if isinstance(model, GatedModel) else scores
+        out[name] = [float(k) for k in keys]  # what the policy ranks by at a quality target
+    return out
 
 
 def run_pipeline(config: Config, run: EvalRun, console: Console) -> tuple[dict[str, object], bool]:

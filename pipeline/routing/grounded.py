@@ -22,11 +22,12 @@ import xxhash
 
 from pipeline.routing.features import multiple_choice
 from pipeline.routing.quality import QualityCurve
-from pipeline.routing.scorer import HEADS, MODEL_FILE, GatedModel
+from pipeline.routing.scorer import HEADS, MODEL_FILE, GatedModel, routing_keys
 from pipeline.routing.train import L2_CHOICE, L2_OPEN, fit_gated
 from pipeline.semantic.embedders import Embedder, StaticEmbedder
 
 FOLDS = 5
+EXPONENTS = (0.0, 0.5)  # the routing key's cost exponent: none, or square root (scorer.routing_keys)
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,31 @@ def fit_outcomes(outcomes: Sequence[Outcome], embedder: Embedder, l2_choice: flo
             model = fit_gated(train_texts, y[~held], vectors[~held], embedder.name, l2_choice, l2_open)
             oof[held] = model.score(vectors[held], [t for t, h in zip(texts, held, strict=True) if h])
     gate = np.array([multiple_choice(t) for t in texts], bool)
-    curves = {head: QualityCurve.fit(oof[mask], slm[mask], strong[mask])
+    exponent = best_cost_exponent(oof, texts, slm, strong, gate)
+    keys = routing_keys(oof, texts, exponent)
+    curves = {head: QualityCurve.fit(keys[mask], slm[mask], strong[mask])
               for head, mask in zip(HEADS, (gate, ~gate), strict=True)}
     final = fit_gated(texts, y, vectors, embedder.name, l2_choice, l2_open)
-    return GatedModel(final.choice, final.open, final.quantiles, curves), oof
+    return GatedModel(final.choice, final.open, final.quantiles, curves, exponent), oof
+
+
+def best_cost_exponent(oof: np.ndarray, texts: Sequence[str], slm: np.ndarray, strong: np.ndarray,
+                       gate: np.ndarray, target: float = 0.95) -> float:
+    """The exponent (of EXPONENTS) whose out-of-fold ranking saves the most prompt length, a proxy
+    for LLM cost, at `target` quality in each head."""
+    length = np.array([len(t) for t in texts], np.float64)
+
+    def saved(exponent: float) -> float:
+        keys = routing_keys(oof, texts, exponent)
+        total = 0.0
+        for mask in (gate, ~gate):
+            if mask.any():
+                _, share, _ = QualityCurve.fit(keys[mask], slm[mask], strong[mask]).point_for(target)
+                order = np.argsort(keys[mask], kind="stable")
+                total += length[mask][order][:round(share * mask.sum())].sum()
+        return total
+
+    return max(EXPONENTS, key=saved)  # the first on ties: 0, no weighting
 
 
 def main() -> None:
@@ -88,6 +110,7 @@ def main() -> None:
     model, _ = fit_outcomes(outcomes, StaticEmbedder())
     model.save(args.out)
     print(f"trained on {len(outcomes)} labelled outcomes of our SLM; wrote {args.out}")
+    print(f"  routing key: score / length**{model.cost_exponent:g}")
     for head, curve in model.curves.items():
         threshold, share, ratio = curve.point_for(0.95)
         print(f"  {head} head: quality target 0.95 -> threshold {threshold:.3f}, "

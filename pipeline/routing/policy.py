@@ -135,6 +135,7 @@ class LearnedPolicy:
         if self._head_thresholds:
             head = GatedModel.head_of(text)
             threshold = self._head_thresholds[head]
+            score = float(self.scorer.model.routing_keys(np.array([score]), [text])[0])  # type: ignore[union-attr]
             mode = f"{head} head, quality target {self.quality_target:.2f}"
         elif self._calibrator is not None:
             threshold = self._calibrator.observe(score)

@@ -73,6 +73,9 @@ class GatedModel:
     open: LogisticModel
     quantiles: np.ndarray  # of the gated scores over all training prompts
     curves: Mapping[str, QualityCurve] = field(default_factory=dict)
+    # quality mode ranks by score / length**cost_exponent: likely loss per (roughly) dollar saved,
+    # so of two equally risky prompts the longer, costlier one goes to the SLM first
+    cost_exponent: float = 0.0
 
     @property
     def embedder(self) -> str:
@@ -81,6 +84,10 @@ class GatedModel:
     @staticmethod
     def head_of(text: str) -> str:
         return "choice" if multiple_choice(text) else "open"
+
+    def routing_keys(self, scores: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """What the quality curves' thresholds compare: the score per cost weight of the prompt."""
+        return routing_keys(scores, texts, self.cost_exponent)
 
     def score(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         gate = np.array([multiple_choice(t) for t in texts], bool)
@@ -94,7 +101,7 @@ class GatedModel:
         arrays = {f"{name}__{k}": v for name in HEADS for k, v in getattr(self, name).arrays().items()}
         for name, curve in self.curves.items():
             arrays |= curve.arrays(f"{name}__")
-        np.savez(path, quantiles=self.quantiles, **arrays)
+        np.savez(path, quantiles=self.quantiles, cost_exponent=np.float32(self.cost_exponent), **arrays)
 
 
 def load_model(path: Path = MODEL_FILE) -> LogisticModel | GatedModel:
@@ -103,7 +110,15 @@ def load_model(path: Path = MODEL_FILE) -> LogisticModel | GatedModel:
         return LogisticModel.from_arrays(d)
     choice, open_ = (LogisticModel.from_arrays(d, f"{name}__") for name in HEADS)
     curves = {name: c for name in HEADS if (c := QualityCurve.from_arrays(d, f"{name}__")) is not None}
-    return GatedModel(choice, open_, d["quantiles"], curves)
+    exponent = float(d["cost_exponent"]) if "cost_exponent" in d else 0.0
+    return GatedModel(choice, open_, d["quantiles"], curves, exponent)
+
+
+def routing_keys(scores: np.ndarray, texts: Sequence[str], exponent: float) -> np.ndarray:
+    if exponent == 0.0:
+        return np.asarray(scores, np.float64)
+    weight = np.array([max(len(t), 1) / 1000.0 for t in texts]) ** exponent  # prompt length ~ cost
+    return np.asarray(scores, np.float64) / weight
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 12,
