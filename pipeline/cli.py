@@ -55,9 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernels", action="store_true",
                        help="slm: time the model's weight MatMuls alone, fp32 vs int8 kernels")
     bench.add_argument("--json", action="store_true")
-    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache or router")
-    evaluate.add_argument("what", choices=["cache", "router"])
+    evaluate = sub.add_parser("eval", help="quality on labelled data: cache, router, SLM confidence")
+    evaluate.add_argument("what", choices=["cache", "router", "confidence"])
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--labels", type=Path, default=None,
+                          help="confidence: SLM labels file (default: the shipped slm_labels.jsonl.gz)")
     label = sub.add_parser("label", help="label our own SLM right/wrong on the train splits (package data)")
     label.add_argument("what", choices=["slm"])
     label.add_argument("--set", dest="sets", choices=["mmlu", "gsm8k", "all"], default="all")
@@ -122,6 +124,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             from pipeline.eval.bench_cache import run_bench_cache
 
             return run_bench_cache(commands.console, as_json=args.json)
+        case "eval" if args.what == "confidence":
+            from pipeline.eval.confidence_eval import run_eval_confidence
+            from pipeline.eval.label_slm import LABELS_FILE
+
+            return run_eval_confidence(commands.console, as_json=args.json,
+                                       threshold=config.slm_escalate_below, path=args.labels or LABELS_FILE)
         case "eval":
             from pipeline.eval.cache_eval import run_eval_cache
             from pipeline.eval.router_eval import run_eval_router
