@@ -108,6 +108,9 @@ def test_slm_worker_escalates_a_confident_degenerate_answer_and_says_why() -> No
     reason = decode(out[0].value, RouteRequest).escalation or ""
     assert reason.startswith("low confidence 0.01 < 0.40") and "degenerate: repetition loop" in reason
     assert "raw 0.91" in reason
+    # a good answer at a lower raw confidence is answered, with that confidence
+    out = slm(ScriptedModel(SOLUTION, 0.7, "stop"), escalate_below=0.4)([request("2", GSM8K)])
+    assert out[0].topic == TOPICS.results and decode(out[0].value, Result).confidence == pytest.approx(0.7)
 
 
 def test_slm_worker_escalates_an_answer_in_another_script() -> None:
@@ -115,9 +118,3 @@ def test_slm_worker_escalates_an_answer_in_another_script() -> None:
     out = slm(model)([request("1", JAPANESE)])
     reason = decode(out[0].value, RouteRequest).escalation or ""
     assert "degenerate: other script than the question" in reason
-
-
-def test_slm_worker_answers_a_good_answer_with_its_confidence() -> None:
-    out = slm(ScriptedModel(SOLUTION, 0.7, "stop"), escalate_below=0.4)([request("1", GSM8K)])
-    result = decode(out[0].value, Result)
-    assert out[0].topic == TOPICS.results and result.confidence == pytest.approx(0.7)
