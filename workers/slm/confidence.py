@@ -24,6 +24,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEGENERATE_FACTOR = 0.1
 TRUNCATED_FACTOR = 0.8
@@ -53,6 +54,7 @@ _ECHO_SHARE = 0.7
 # are in the question's main script.
 _SCRIPT_MIN_LETTERS = 4
 _SCRIPT_MIN_SHARE = 0.2
+_SCRIPT_SAMPLE = 2000  # characters from each end of a long text: its script is plain by then
 # Budgets under this are for a short answer (a letter, a word): running into them says little.
 _TRUNCATION_MIN_BUDGET = 32
 
@@ -155,6 +157,7 @@ def is_echo(question: str, answer: str) -> bool:
     return says_opening or sum(copied) >= 0.5 * len(asked)
 
 
+@lru_cache(maxsize=8192)
 def _family(char: str) -> str | None:
     """The Unicode script of a letter, CJK scripts as one family; None for non-letters."""
     if not char.isalpha():
@@ -168,6 +171,8 @@ def _family(char: str) -> str | None:
 
 def main_script(text: str) -> tuple[str | None, Counter[str]]:
     """The script most letters are in (None under _SCRIPT_MIN_LETTERS letters), with all counts."""
+    if len(text) > 2 * _SCRIPT_SAMPLE:
+        text = text[:_SCRIPT_SAMPLE] + text[-_SCRIPT_SAMPLE:]
     counts = Counter(f for c in text if (f := _family(c)) is not None)
     if sum(counts.values()) < _SCRIPT_MIN_LETTERS:
         return None, counts
