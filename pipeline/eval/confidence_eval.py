@@ -51,6 +51,21 @@ def auc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
     return float(u / (n_pos * n_neg))
 
 
+def auc_interval(scores: np.ndarray, positives: np.ndarray, rounds: int = 300,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of the AUC (answers resampled): with few right answers it is wide."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        i = rng.integers(0, len(scores), len(scores))
+        if (value := auc(scores[i], positives[i])) is not None:
+            values.append(value)
+    if not values:
+        return None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def reliability(conf: np.ndarray, right: np.ndarray) -> list[dict[str, Any]]:
     """Per confidence bin [0, .1), ..., [.9, 1]: count, mean confidence, accuracy."""
     index = np.clip(np.digitize(conf, BINS[1:-1]), 0, len(BINS) - 2)
@@ -86,9 +101,10 @@ def summarise(rows: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any
     judged = [assess_row(r) for r in rows]
     confidences = {"raw": np.array([j.raw for j in judged]),
                    "improved": np.array([j.confidence for j in judged])}
-    out: dict[str, Any] = {"answers": len(rows), "accuracy": float(right.mean())}
+    out: dict[str, Any] = {"answers": len(rows), "right": int(right.sum()), "accuracy": float(right.mean())}
     for name, conf in confidences.items():
-        out[name] = {"auc": auc(conf, right), "reliability": reliability(conf, right),
+        out[name] = {"auc": auc(conf, right), "auc_ci": auc_interval(conf, right),
+                     "reliability": reliability(conf, right),
                      "escalation": escalation(conf, right, threshold)}
     rules = {}
     for flag in REASONS:
@@ -145,13 +161,15 @@ def run_eval_confidence(console: Console, *, as_json: bool = False, threshold: f
     parts = {**report["sets"], "overall": report["overall"]}
     summary = Table(title=f"SLM confidence vs correctness ({len(rows)} labelled answers, "
                           f"escalate below {threshold:.2f})")
-    for col in ("set", "answers", "accuracy", "confidence", "AUC", "escalated", "precision", "recall",
-                "kept accuracy"):
+    for col in ("set", "answers", "accuracy", "confidence", "AUC", "AUC 95% CI", "escalated", "precision",
+                "recall", "kept accuracy"):
         summary.add_column(col)
     for name, part in parts.items():
         for kind in ("raw", "improved"):
             esc = part[kind]["escalation"]
-            summary.add_row(name, str(part["answers"]), _pct(part["accuracy"]), kind, _num(part[kind]["auc"]),
+            ci = part[kind]["auc_ci"]
+            summary.add_row(name, str(part["answers"]), f"{_pct(part['accuracy'])} ({part['right']})", kind,
+                            _num(part[kind]["auc"]), f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "",
                             _pct(esc["escalated_share"]), _pct(esc["precision"]), _pct(esc["recall"]),
                             _pct(esc["kept_accuracy"]))
     console.print(summary)

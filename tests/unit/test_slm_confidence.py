@@ -34,7 +34,7 @@ def test_a_loop_cut_at_the_token_limit_is_a_repetition() -> None:
     judged = assess("Prove that the square root of two is irrational.", loop[:400], raw_confidence=0.55,
                     finish_reason="length", max_tokens=256)
     assert judged.flags == ("repetition", "truncated")
-    assert judged.confidence == pytest.approx(0.55 * DEGENERATE_FACTOR * 0.8)
+    assert judged.confidence == pytest.approx(0.55 * DEGENERATE_FACTOR)
 
 
 def test_loops_with_variations_and_repeated_lines_are_repetitions() -> None:
@@ -87,7 +87,15 @@ def test_good_answers_keep_their_confidence() -> None:
 def test_a_full_budget_answer_cut_at_its_limit_is_marked_truncated_not_degenerate() -> None:
     judged = assess(GSM8K, SOLUTION[:60], raw_confidence=0.5, finish_reason="length", max_tokens=256)
     assert judged.flags == ("truncated",) and not judged.degenerate
-    assert judged.confidence == pytest.approx(0.4)
+    assert judged.confidence == pytest.approx(0.5) and judged.reason == "truncated at the token limit"
+
+
+def test_a_counting_loop_is_a_repetition_only_when_cut_at_the_limit() -> None:
+    counting = "".join(f"Step {i}: Add the fraction to the decimal.\n" for i in range(1, 30))
+    cut = assess(GSM8K, counting, raw_confidence=0.8, finish_reason="length")
+    assert cut.flags == ("repetition", "truncated")
+    # a finished answer may repeat its shape with other numbers honestly: the strict rules judge it
+    assert assess(GSM8K, counting, raw_confidence=0.8, finish_reason="stop").flags == ()
 
 
 class ScriptedModel(StubModel):

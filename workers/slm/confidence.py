@@ -6,7 +6,9 @@ fluency, not an answer. These rules look at the text the way a reader would and 
 of an answer that is:
   empty       no letter or digit at all (whitespace, punctuation, dashes)
   repetition  looping: its tail repeats one unit 3+ times, most of its word 4-grams are repeats,
-              or most of its lines are copies of one line
+              or most of its lines are copies of one line; and, for an answer cut at the token
+              limit, a loop that counts ("Step 11: add it. Step 12: add it. ..."): its last 4-grams
+              repeat once numbers are read as one word
   echo        the question given back: most of the answer is long runs copied from the question,
               and the copy is the question's opening or most of the question (quoting one option
               of a multiple-choice question is not an echo)
@@ -14,7 +16,9 @@ of an answer that is:
               Cyrillic, Greek, Arabic, CJK ...), e.g. an English answer to a Japanese question
   truncated   cut at the token limit (finish_reason "length") with a budget meant for a full answer
 A degenerate rule multiplies the confidence by DEGENERATE_FACTOR (one factor per rule that fired),
-which puts the answer under any sensible escalation threshold; a truncation by TRUNCATED_FACTOR.
+which puts the answer under any sensible escalation threshold. A truncation alone is recorded but
+not penalised (TRUNCATED_FACTOR): on our SLM's labels a cut GSM8K answer was right as often as a
+finished one (3 of 154 vs 3 of 166); what was wrong with the cut ones, the loop rules catch.
 Pure functions: the SLM worker and `pointsman eval confidence` call the same `assess`.
 """
 
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 DEGENERATE_FACTOR = 0.1
-TRUNCATED_FACTOR = 0.8
+TRUNCATED_FACTOR = 1.0
 REASONS = {
     "empty": "degenerate: empty answer",
     "repetition": "degenerate: repetition loop",
@@ -45,6 +49,11 @@ _LOOP_MAX_PERIOD = 200
 _NGRAM = 4
 _NGRAM_MIN = 24
 _NGRAM_MIN_DISTINCT = 0.5
+# Cut at the limit: the last 48 4-grams, numbers as one word, under 40% distinct. Only for a cut
+# answer: a finished worked solution repeats "<n> + <n> = <n>" shapes honestly (on GSM8K's recorded
+# GPT-4 and Mixtral solutions this fires on 5 of 2638, the stricter rules above on none).
+_COUNTING_WINDOW = 48
+_COUNTING_MIN_DISTINCT = 0.4
 # Lines: 3+ copies of one line making up half the lines.
 _LINE_MIN_COPIES = 3
 # Echo: runs of 6+ words copied from the question, making up 70%+ of the answer.
@@ -87,7 +96,7 @@ def assess(question: str, answer: str, *, raw_confidence: float, finish_reason: 
     text = _normal(answer)
     flags = [name for name, fired in (
         ("empty", is_empty(text)),
-        ("repetition", is_repetition(text)),
+        ("repetition", is_repetition(text) or (finish_reason == "length" and is_counting_loop(text))),
         ("echo", is_echo(_normal(question), text)),
         ("script", is_other_script(_normal(question), text)),
         ("truncated", is_truncated(finish_reason, max_tokens)),
@@ -115,6 +124,13 @@ def is_empty(text: str) -> bool:
 
 def is_repetition(text: str) -> bool:
     return _tail_loop(text) or _ngram_loop(tokens(text)) or _line_loop(text)
+
+
+def is_counting_loop(text: str) -> bool:
+    """The tail goes round with only its numbers changing (what a model cut mid-loop says)."""
+    words = ["0" if w.isdigit() else w for w in tokens(text)]
+    grams = [tuple(words[i:i + _NGRAM]) for i in range(len(words) - _NGRAM + 1)][-_COUNTING_WINDOW:]
+    return len(grams) >= _NGRAM_MIN and len(set(grams)) < _COUNTING_MIN_DISTINCT * len(grams)
 
 
 def _tail_loop(text: str) -> bool:
