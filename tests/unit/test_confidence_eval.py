@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.eval.confidence_eval import auc, evaluate, read_rows, reliability
+from pipeline.eval.confidence_eval import auc, auc_interval, evaluate, read_rows, reliability
 
 MMLU_Q = "Which planet is known as the red planet?"
 CHOICES = ["Venus", "Mars", "Jupiter", "Saturn"]
@@ -57,6 +57,17 @@ def test_auc_by_hand() -> None:
     assert auc([0.3, 0.3, 0.3], [True, False, True]) == pytest.approx(0.5)
     assert auc([0.9, 0.1], [False, True]) == 0.0
     assert auc([0.2, 0.4], [True, True]) is None  # no negative to rank against
+
+
+def test_auc_interval_brackets_the_auc() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    right = rng.random(200) < 0.5
+    scores = right * 0.3 + rng.random(200)  # informative, not perfectly
+    low, high = auc_interval(scores, right)
+    assert 0.5 < low < auc(scores, right) < high < 1.0
+    assert auc_interval(np.array([0.1, 0.9, 0.2, 0.8]), np.array([False, True, False, True])) == (1.0, 1.0)
 
 
 def test_reliability_bins() -> None:
