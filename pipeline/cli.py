@@ -56,10 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--kernels", action="store_true",
                        help="slm: time the model's weight MatMuls alone, fp32 vs int8 kernels")
     bench.add_argument("--json", action="store_true")
-    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache, router, or "
-                              "the live pipeline end to end")
-    evaluate.add_argument("what", choices=["cache", "router", "pipeline"])
+    evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache, router, SLM "
+                              "confidence, or the live pipeline end to end")
+    evaluate.add_argument("what", choices=["cache", "router", "confidence", "pipeline"])
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--labels", type=Path, default=None,
+                          help="confidence: SLM labels file (default: the shipped slm_labels.jsonl.gz)")
     evaluate.add_argument("--set", dest="eval_set", choices=["mmlu", "gsm8k"], default=None,
                           help="pipeline: held-out labelled prompts of this set")
     evaluate.add_argument("--file", dest="eval_file", type=Path, default=None,
@@ -143,6 +145,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             return run_bench_cache(commands.console, as_json=args.json)
         case "eval" if args.what == "pipeline":
             return _eval_pipeline(args, config)
+        case "eval" if args.what == "confidence":
+            from pipeline.eval.confidence_eval import run_eval_confidence
+            from pipeline.eval.label_slm import LABELS_FILE
+
+            return run_eval_confidence(commands.console, as_json=args.json,
+                                       threshold=config.slm_escalate_below, path=args.labels or LABELS_FILE)
         case "eval":
             from pipeline.eval.cache_eval import run_eval_cache
             from pipeline.eval.router_eval import run_eval_router

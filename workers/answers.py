@@ -23,6 +23,7 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     confidence: float | None = None
+    confidence_note: str = ""  # why the confidence was cut ("degenerate: repetition loop"), if it was
     inference_ms: float = 0.0
     cost_usd: float = 0.0
     error: str | None = None

@@ -1,7 +1,9 @@
 """SLM worker: answers route.slm requests with the local ONNX model, in micro-batches.
 
 Low-confidence or failed answers are escalated to the LLM track instead of being returned, unless
-the route request says the SLM must answer itself (`escalate=False`: a tenant forced to the SLM).
+the route request says the SLM must answer itself (`escalate=False`: a tenant forced to the SLM). The
+confidence is the engine's mean token probability checked against the question for degenerate
+output (workers.slm.confidence: loops, echoes, another script, empty answers).
 A share (`shadow_rate`) of the answers it serves also goes to the LLM track as a shadow request,
 which the LLM worker judges against its own answer (topics/shadow.py); the user sees only ours.
 """
@@ -29,6 +31,7 @@ from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
 from workers.loop import LoopSettings, StopFlag, producing, run_loop
 from workers.pricing import PriceTable, apportion
+from workers.slm.confidence import assess
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +144,25 @@ class SlmHandler:
         costs = apportion(self.prices.cpu_cost(seconds, self.settings.threads),
                           [gen.prompt_tokens + gen.completion_tokens for gen in generations])
         llm_model = self.settings.llm_model
-        return [(group, Answer(
-            text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
-            completion_tokens=gen.completion_tokens, confidence=gen.confidence,
-            inference_ms=seconds * 1000, cost_usd=cost,
-            all_llm_cost_usd=self.prices.all_llm_cost(llm_model, gen.prompt_tokens,
-                                                      gen.completion_tokens),
-        )) for group, gen, cost in zip(groups, generations, costs, strict=True)]
+        answers = []
+        for group, prompt, gen, cost in zip(groups, prompts, generations, costs, strict=True):
+            judged = assess(_question(prompt), gen.text, raw_confidence=gen.confidence,
+                            finish_reason=getattr(gen, "finish_reason", "stop"),
+                            max_tokens=group.leader.query.max_tokens)
+            note = f"{judged.reason}; raw {judged.raw:.2f}" if judged.flags else ""
+            answers.append((group, Answer(
+                text=gen.text, model=self.engine.model_name, prompt_tokens=gen.prompt_tokens,
+                completion_tokens=gen.completion_tokens, confidence=judged.confidence,
+                confidence_note=note, inference_ms=seconds * 1000, cost_usd=cost,
+                all_llm_cost_usd=self.prices.all_llm_cost(llm_model, gen.prompt_tokens,
+                                                          gen.completion_tokens),
+            )))
+        return answers
 
     def _escalate(self, group: Group, answer: Answer) -> list[Outgoing]:
         reason = answer.error or (
             f"low confidence {answer.confidence:.2f} < {self.settings.escalate_below:.2f}"
+            + (f" ({answer.confidence_note})" if answer.confidence_note else "")
         )
         out = []
         for i, request in enumerate([group.leader, *group.followers]):
@@ -161,6 +172,12 @@ class SlmHandler:
             out.append(Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(),
                                 encode(escalated)))
         return out
+
+
+def _question(prompt: Sequence[dict[str, str]]) -> str:
+    """What the answer answers: the last user message (system prompts are not the question)."""
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    return users[-1] if users else (prompt[-1]["content"] if prompt else "")
 
 
 def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generator | None = None,

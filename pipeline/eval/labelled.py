@@ -65,10 +65,18 @@ _LETTER = re.compile(r"(?<![A-Za-z])\(?([A-D])(?![A-Za-z])")
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
+_ARTICLE = re.compile(r"\s+[a-z]")
+
+
 def answer_letter(answer: str) -> str | None:
-    """The first standalone A-D in an answer ("B", "B.", "(B)", "The answer is B")."""
-    match = _LETTER.search(answer.replace("Answer:", " "))
-    return match.group(1) if match else None
+    """The first standalone A-D in an answer ("B", "B.", "(B)", "The answer is B"); an "A" that
+    starts a phrase ("A chi-squared test ...") is the article, not an option."""
+    text = answer.replace("Answer:", " ")
+    for match in _LETTER.finditer(text):
+        if match.group(1) == "A" and _ARTICLE.match(text, match.end()):
+            continue
+        return match.group(1)
+    return None
 
 
 def final_number(answer: str) -> float | None:

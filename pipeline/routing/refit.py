@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from pipeline.eval.metrics import auc
 from pipeline.routing.grounded import Outcome, fit_outcomes
 from pipeline.routing.scorer import GatedModel
 from pipeline.semantic.embedders import Embedder
@@ -26,21 +27,6 @@ from pipeline.semantic.embedders import Embedder
 class Judged:
     query_id: str
     outcome: Outcome
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Rank AUC (ties count half): P(a positive scores above a negative). None with one class only."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="stable")
-    ranks = np.empty(len(order))
-    values = np.concatenate([pos, neg])[order]
-    ranks[order] = np.arange(1, len(order) + 1)
-    for v in np.unique(values):  # average ranks of ties
-        tied = order[values == v]
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def held_out(query_id: str, holdout: float) -> bool:

@@ -32,6 +32,9 @@ NUM = LabelledPrompt("Tom has 3 apples and buys 4. How many?", (), "7", False, "
 def test_letters_and_numbers_are_read_the_way_answers_are_written():
     assert [answer_letter(a) for a in ("B", "B.", "(C)", "The answer is D", "Answer: A", "I think")] == \
         ["B", "B", "C", "D", "A", None]
+    # "A" opening a phrase is the article: an echoed question is no answer
+    assert answer_letter("A chi-squared test of independence is") is None
+    assert answer_letter("A. Mars") == "A" and answer_letter("A is right") is None
     assert final_number("3 + 4 = 7\n#### 7") == 7 and final_number("costs $1,250.50.") == 1250.5
     assert final_number("no digits") is None
 
