@@ -2,9 +2,10 @@
 code, only when a test needs it); each pipeline test gets its own topic prefix (so its own
 topics and consumer groups), its own embedded ClickHouse, and role processes run by the CLI.
 
-hypothesis is imported up front: CPython 3.11.7 can raise a spurious "AST constructor recursion
-depth mismatch" SystemError when pytest's assertion rewriter first compiles it late in a session
-that has run background threads (CPython gh-106905).
+hypothesis is imported up front, with every internal module it imports lazily (its optimiser,
+first needed deep inside a test): CPython 3.11.7 can raise a spurious "AST constructor recursion
+depth mismatch" SystemError when pytest's assertion rewriter first compiles one of them late in a
+session that has run background threads (CPython gh-106905).
 """
 
 from __future__ import annotations
@@ -14,13 +15,27 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import hypothesis  # noqa: F401
 import pytest
 
 from infra import kafka
 from tests.harness import TEST_PORT, Pipeline, pipeline_env
 from topics.admin import ensure_topics
 from topics.names import Topics
+
+
+def _import_hypothesis_internals() -> None:
+    import contextlib
+    import importlib
+    import pkgutil
+
+    import hypothesis.internal
+
+    for module in pkgutil.walk_packages(hypothesis.internal.__path__, "hypothesis.internal."):
+        with contextlib.suppress(ImportError):  # an optional extra's dependency: never used here
+            importlib.import_module(module.name)
+
+
+_import_hypothesis_internals()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
