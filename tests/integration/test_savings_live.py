@@ -88,14 +88,23 @@ def test_every_row_carries_its_counterfactual_and_escalations_pay_the_slm_attemp
     assert {"slm", "escalated", "llm", "coalesced", "cache"} <= routes, routes
     assert all(r["error"] == "" for r in by_id.values())
     prices = PriceTable()
+
+    def leader(qid: str) -> dict:
+        """Of a query and its copy, the one answered (the router takes either one first: they
+        arrive on different partitions); the other is the coalesced copy."""
+        pair = [by_id[q] for q in (qid, f"{qid}-copy") if q in by_id]
+        answered = [r for r in pair if r["route"] != "coalesced"]
+        assert len(answered) == 1 and len(pair) - 1 == sum(r["route"] == "coalesced" for r in pair), pair
+        return answered[0]
+
     for qid in ("hard-0", "hard-1", "hard-2"):
-        row = by_id[qid]
+        row = leader(qid)
         assert row["route"] == "escalated" and row["slm_cost_usd"] > 0, row
         llm_part = prices.llm_cost(LLM_MODEL, row["prompt_tokens"], row["completion_tokens"])
         assert row["cost_usd"] == pytest.approx(llm_part + row["slm_cost_usd"]), row
         assert row["all_llm_cost_usd"] == pytest.approx(llm_part), row
     for qid in ("easy-0", "easy-1", "easy-2"):
-        row = by_id[qid]
+        row = leader(qid)
         assert row["route"] == "slm" and row["slm_cost_usd"] == row["cost_usd"] > 0, row
         assert row["all_llm_cost_usd"] == pytest.approx(
             prices.llm_cost(LLM_MODEL, row["prompt_tokens"], row["completion_tokens"])), row
