@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
 from rich.console import Console
@@ -16,7 +15,7 @@ from pipeline.policy import FixedPolicy
 from pipeline.report import render
 from pipeline.semantic.cache import SemanticCache, SemanticSettings
 from pipeline.semantic.embedders import HashingEmbedder
-from tests.unit.test_workers import TOPICS, answer_all, request
+from tests.unit.test_workers import TOPICS, Gen, answer_all, request
 from topics.codec import decode, encode
 from topics.schemas import Query, Result, RouteRequest, Timings
 from workers.answered import AnsweredIndex
@@ -33,15 +32,6 @@ def standin():  # type: ignore[no-untyped-def]
     server = StandinServer(StandinLLM(faults=Faults())).start()
     yield server
     server.stop()
-
-
-@dataclass
-class Gen:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    confidence: float
-    finish_reason: str = "stop"
 
 
 class TokenModel:
