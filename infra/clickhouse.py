@@ -131,6 +131,8 @@ def _statements(sql: str) -> list[str]:
 # the bodies whose TTL is the retention setting: (table, column, type and codec restated)
 RETAINED_BODIES = (
     ("results", "answer", "String CODEC(ZSTD(3))"),
+    ("results", "prompt", "String CODEC(ZSTD(3))"),
+    ("results", "messages", "String CODEC(ZSTD(3))"),
     ("dead_letters", "raw", "String CODEC(ZSTD(3))"),
     ("evaluations", "question", "String CODEC(ZSTD(3))"),
     ("evaluations", "served_answer", "String CODEC(ZSTD(3))"),

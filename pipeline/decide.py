@@ -34,7 +34,7 @@ from topics.limits import (
     truncate_marked,
 )
 from topics.names import Topics
-from topics.schemas import DeadLetter, Query, Result, Route, RouteRequest, ShadowOf, Timings
+from topics.schemas import DeadLetter, Lane, Query, Result, Route, RouteRequest, ShadowOf, Timings
 from topics.shadow import shadow_chosen, shadow_request
 
 CACHEABLE_ROUTES = frozenset({"slm", "llm", "escalated"})
@@ -62,6 +62,8 @@ class _Miss:
     submitted_at: float
     picked_at: float
     timings: Timings
+    lane: Lane
+    accepted_at: float
 
 
 class RouterCore:
@@ -93,7 +95,7 @@ class RouterCore:
         vectors: np.ndarray | None = None
         with self._caches:
             for i, message in enumerate(batch):
-                first: Outgoing | _Miss
+                first: Outgoing | _Miss | None
                 try:
                     first = self._first_pass(i, message, picked_at)
                 except Exception as exc:
@@ -153,30 +155,37 @@ class RouterCore:
     def route_one(self, message: Incoming, picked_at: float) -> Outgoing:
         return self.route_batch([message], picked_at)[0]
 
-    def _first_pass(self, index: int, message: Incoming, picked_at: float) -> Outgoing | _Miss:
+    def _first_pass(self, index: int, message: Incoming, picked_at: float) -> Outgoing | _Miss | None:
         origin = f"{message.topic}:{message.partition}:{message.offset}"
         now = self.clock()
         query = validate(message.value, origin=origin, timestamp=message.timestamp,
                          limits=self.limits, now=now)
         query_id = query.id or origin
         submitted_at = query.submitted_at or message.timestamp
+        lane: Lane = "backfill" if message.topic == self.topics.backfill else "live"
+        # a backfill's submitted_at is history: its latencies count from when the job sent it
+        accepted_at = message.timestamp if lane == "backfill" else submitted_at
         fp = fingerprint(query)
         timings = Timings(
-            queued_ms=max(0.0, (picked_at - submitted_at) * 1000),
+            queued_ms=max(0.0, (picked_at - accepted_at) * 1000),
             routed_ms=max(0.0, (now - picked_at) * 1000),
         )
+        miss = _Miss(index, query, query_id, fp, submitted_at, picked_at, timings, lane, accepted_at)
         hit = self.cache.get(fp, now)
         if hit is None:
-            return _Miss(index, query, query_id, fp, submitted_at, picked_at, timings)
-        return self._answered(query, query_id, fp, submitted_at, timings, route="cache",
-                              answer=hit.answer, model=hit.model,
+            return miss
+        if hit.source_query_id == query_id:
+            # the same query sent again (a resumed backfill, a client retry): its row is stored
+            # already, and a cache row in its place would erase what answering it cost
+            log.debug("query %s is answered already; not answered again", query_id)
+            return None
+        return self._answered(miss, route="cache", answer=hit.answer, model=hit.model,
                               reason=f"exact cache: {hit.source_query_id}",
                               all_llm_cost_usd=hit.all_llm_cost_usd)
 
     def _second_pass(self, miss: _Miss, look: Lookup | None, vector: np.ndarray | None) -> Outgoing:
         if look is not None and look.entry is not None:
-            return self._answered(miss.query, miss.query_id, miss.fingerprint, miss.submitted_at,
-                                  miss.timings, route="semantic_cache", answer=look.entry.answer,
+            return self._answered(miss, route="semantic_cache", answer=look.entry.answer,
                                   model=look.entry.model, similarity=look.similarity,
                                   reason=f"{look.reason}: {look.entry.source_query_id}",
                                   all_llm_cost_usd=look.entry.all_llm_cost_usd)
@@ -187,29 +196,32 @@ class RouterCore:
         request = RouteRequest(
             query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
             track=decision.track, reason=reason, submitted_at=miss.submitted_at, routed_at=now,
-            timings=miss.timings, escalate=decision.escalate,
+            timings=miss.timings, escalate=decision.escalate, lane=miss.lane,
+            accepted_at=miss.accepted_at,
         )
         value = encode(request)
         if len(value) > self._max_request_bytes:
             # unreachable for a query within the limits; checked so nothing unproducible is sent
             raise InvalidMessage(f"route request too large: {len(value)} bytes, "
                                  f"limit {self._max_request_bytes}")
-        return Outgoing(self.topics.route(decision.track), miss.fingerprint.encode(), value)
+        return Outgoing(self.topics.route(decision.track, miss.lane), miss.fingerprint.encode(), value)
 
-    def _answered(self, query: Query, query_id: str, fp: str, submitted_at: float, timings: Timings,
-                  *, route: Route, answer: str, model: str, reason: str,
+    def _answered(self, miss: _Miss, *, route: Route, answer: str, model: str, reason: str,
                   similarity: float | None = None, all_llm_cost_usd: float = 0.0) -> Outgoing:
         now = self.clock()
-        timings.total_ms = max(0.0, (now - submitted_at) * 1000)
+        timings = miss.timings
+        timings.total_ms = max(0.0, (now - miss.accepted_at) * 1000)
         # a cache hit costs nothing; without Pointsman the same query would have gone to the LLM,
         # so its counterfactual is the one its source answer carried (same prompt for an exact
         # hit, a paraphrase of it for a semantic one)
         result = Result(
-            query_id=query_id, tenant=query.tenant, route=route, answer=answer, model=model,
-            similarity=similarity, fingerprint=fp, route_reason=reason, submitted_at=submitted_at,
-            completed_at=now, timings=timings, all_llm_cost_usd=all_llm_cost_usd,
+            query_id=miss.query_id, tenant=miss.query.tenant, route=route, answer=answer,
+            model=model, similarity=similarity, fingerprint=miss.fingerprint, route_reason=reason,
+            submitted_at=miss.submitted_at, completed_at=now, timings=timings,
+            all_llm_cost_usd=all_llm_cost_usd, query=miss.query, lane=miss.lane,
+            job=miss.query.job or "",
         )
-        return Outgoing(self.topics.results, query_id.encode(), encode_result(result))
+        return Outgoing(self.topics.results, miss.query_id.encode(), encode_result(result))
 
     def learn(self, results: list[Result]) -> None:
         """Fill the caches from the results stream (every router sees every result)."""

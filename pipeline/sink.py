@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import msgspec
 import xxhash
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -41,7 +42,7 @@ from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
 from topics.limits import printable
 from topics.names import Topics
-from topics.schemas import DeadLetter, Evaluation, Result
+from topics.schemas import DeadLetter, Evaluation, JobState, Query, Result
 from workers.loop import LoopSettings, StopFlag, run_loop
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ RESULT_COLUMNS = [
     "completion_tokens", "cost_usd", "confidence", "similarity", "fingerprint", "route_reason",
     "submitted_at", "completed_at", "queued_ms", "routed_ms", "wait_ms", "inference_ms", "total_ms",
     "all_llm_cost_usd", "slm_cost_usd",  # 004_counterfactual_cost.sql
+    "lane", "job", "prompt", "messages", "max_tokens", "temperature", "metadata",  # 006
 ]
 DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
@@ -65,6 +67,9 @@ EVALUATION_COLUMNS = [
     "shadow_completion_tokens", "confidence", "similarity", "source_query_id", "question",
     "served_answer", "shadow_answer", "submitted_at", "evaluated_at",
 ]
+JOBS_TABLE = "pointsman.jobs"
+JOB_COLUMNS = ["name", "source", "status", "total", "next_row", "sent", "skipped", "invalid",
+               "budget_usd", "rate", "started_at", "updated_at"]
 SUBMITTED_AT = RESULT_COLUMNS.index("submitted_at")  # the results' partition key
 EVALUATED_SUBMITTED_AT = EVALUATION_COLUMNS.index("submitted_at")  # the evaluations' partition key
 FAILED_AT = DEAD_LETTER_COLUMNS.index("failed_at")  # the letters' partition key
@@ -161,7 +166,19 @@ def result_row(r: Result) -> list[Any]:
         r.completion_tokens, r.cost_usd, r.confidence, r.similarity, r.fingerprint,
         r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
         t.wait_ms, t.inference_ms, t.total_ms, r.all_llm_cost_usd, r.slm_cost_usd,
+        r.lane, r.job, *prompt_values(r.query),
     ]
+
+
+def prompt_values(query: Query | None) -> list[Any]:
+    """prompt, messages, max_tokens, temperature and metadata of the question a result answers
+    (metadata values that are not strings are stored as their JSON)."""
+    if query is None:
+        return ["", "", 0, 0.0, {}]
+    messages = msgspec.json.encode(query.messages).decode() if query.messages else ""
+    metadata = {str(k): v if isinstance(v, str) else msgspec.json.encode(v).decode()
+                for k, v in query.metadata.items()}
+    return [query.text or "", messages, query.max_tokens, query.temperature, metadata]
 
 
 def evaluation_row(e: Evaluation) -> list[Any]:
@@ -174,6 +191,11 @@ def evaluation_row(e: Evaluation) -> list[Any]:
         e.source_query_id, e.question, e.served_answer, e.shadow_answer,
         _time(e.submitted_at or e.evaluated_at), _time(e.evaluated_at),
     ]
+
+
+def job_row(j: JobState) -> list[Any]:
+    return [j.name, j.source, j.status, j.total, j.next_row, j.sent, j.skipped, j.invalid,
+            j.budget_usd, j.rate, _time(j.started_at), _time(j.updated_at)]
 
 
 def letter_id(d: DeadLetter) -> str:
@@ -229,6 +251,7 @@ class SinkWriter:
         results: list[Row] = []
         letters: list[Row] = []
         evaluations: list[Row] = []
+        jobs: list[Row] = []
         unstored: list[tuple[Origin, str]] = []
         for message in batch:
             origin = Origin.of(message)
@@ -238,6 +261,9 @@ class SinkWriter:
                     origin = replace(origin, query_id=d.query_id or "", tenant=d.tenant or "")
                     values = dead_letter_row(d)
                     letters.append(Row(values, _month(values[FAILED_AT]), origin))
+                elif message.topic() == self.topics.jobs:
+                    values = job_row(decode(message.value(), JobState))
+                    jobs.append(Row(values, 0, origin))  # unpartitioned: one row per job
                 elif message.topic() == self.topics.evaluations:
                     e = decode(message.value(), Evaluation)
                     origin = replace(origin, query_id=e.query_id, tenant=e.tenant)
@@ -253,10 +279,11 @@ class SinkWriter:
                 unstored.append((origin, f"sink: undecodable: {exc.reason}"))
             except ROW_ERRORS as exc:
                 unstored.append((origin, f"sink: cannot make a row: {exc}"))
-        stored = len(results) + len(letters) + len(evaluations)
+        stored = len(results) + len(letters) + len(evaluations) + len(jobs)
         for table, rows, columns in ((RESULTS_TABLE, results, RESULT_COLUMNS),
                                      (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS),
-                                     (EVALUATIONS_TABLE, evaluations, EVALUATION_COLUMNS)):
+                                     (EVALUATIONS_TABLE, evaluations, EVALUATION_COLUMNS),
+                                     (JOBS_TABLE, jobs, JOB_COLUMNS)):
             for row, reason in self._store(table, rows, columns):
                 stored -= 1
                 unstored.append((row.origin, f"sink: ClickHouse refused the row: {reason}"))
@@ -290,7 +317,8 @@ def run_sink(settings: SinkSettings, database: Database, stop: StopFlag) -> None
                  settings.answer_retention_days)
     loop = LoopSettings(
         settings.bootstrap, settings.group,
-        (settings.topics.results, settings.topics.deadletter, settings.topics.evaluations),
+        (settings.topics.results, settings.topics.deadletter, settings.topics.evaluations,
+         settings.topics.jobs),
         settings.batch_size, settings.batch_wait_s,
     )
     run_loop(loop, SinkWriter(database, settings.topics), stop)

@@ -21,6 +21,7 @@ from topics.errors import InvalidMessage
 from topics.schemas import Query
 
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+JOB_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 YEAR_2000 = 946_684_800.0  # 2000-01-01T00:00:00Z: anything earlier is a unit or clock mistake
 DAY_S = 86_400.0
@@ -84,6 +85,8 @@ def validate(
         raise InvalidMessage(f"bad tenant {query.tenant[:80]!r}: want 1-64 of [A-Za-z0-9_.-]")
     if query.id is not None and not (0 < len(query.id) <= limits.max_id_chars):
         raise InvalidMessage(f"bad id: want 1-{limits.max_id_chars} characters")
+    if query.job is not None and not JOB_PATTERN.fullmatch(query.job):
+        raise InvalidMessage(f"bad job {query.job[:80]!r}: want 1-128 of [A-Za-z0-9_.-]")
     if not 1 <= query.max_tokens <= limits.max_tokens:
         raise InvalidMessage(f"max_tokens {query.max_tokens} out of range 1-{limits.max_tokens}")
     # `not a <= x <= b` is also true for NaN, so NaN never slips through a range check

@@ -65,6 +65,20 @@ class Topics:
         return f"{self.prefix}route.llm"
 
     @property
+    def route_slm_backfill(self) -> str:
+        """Backfill-lane requests for the SLM track: workers take them in the room live leaves."""
+        return f"{self.prefix}route.slm.backfill"
+
+    @property
+    def route_llm_backfill(self) -> str:
+        return f"{self.prefix}route.llm.backfill"
+
+    @property
+    def jobs(self) -> str:
+        """Backfill jobs' state, keyed by job name (compacted: the latest state of each)."""
+        return f"{self.prefix}jobs"
+
+    @property
     def results(self) -> str:
         return f"{self.prefix}results"
 
@@ -81,8 +95,14 @@ class Topics:
     def evaluations(self) -> str:
         return f"{self.prefix}evaluations"
 
-    def route(self, track: str) -> str:
+    def route(self, track: str, lane: str = "live") -> str:
+        if lane == "backfill":
+            return self.route_slm_backfill if track == "slm" else self.route_llm_backfill
         return self.route_slm if track == "slm" else self.route_llm
+
+    def lane_of(self, topic: str) -> str:
+        """The lane a route topic carries."""
+        return "backfill" if topic in (self.route_slm_backfill, self.route_llm_backfill) else "live"
 
     def specs(self, partitions: int = 6) -> list[TopicSpec]:
         week = {"retention.ms": str(7 * DAY_MS), "compression.type": "producer"}
@@ -90,6 +110,8 @@ class Topics:
         # the router rebuilds its caches from results, so keep them for the cache TTL and more
         configs = [(self.queries, week), (self.backfill, week), (self.route_slm, week),
                    (self.route_llm, week), (self.results, week), (self.deadletter, month),
-                   (self.route_shadow, week), (self.evaluations, month)]
+                   (self.route_shadow, week), (self.evaluations, month),
+                   (self.route_slm_backfill, week), (self.route_llm_backfill, week),
+                   (self.jobs, {"cleanup.policy": "compact", "retention.ms": "-1"})]
         return [TopicSpec(name, partitions, config, self.replication_factor,
                           self.min_insync_replicas) for name, config in configs]

@@ -12,6 +12,10 @@ import msgspec
 
 Route = Literal["slm", "llm", "cache", "coalesced", "semantic_cache", "escalated"]
 Track = Literal["slm", "llm"]
+# live: the queries topic, answered first; backfill: the backfill topic, answered in the room
+# live traffic leaves (router, route topics and workers alike)
+Lane = Literal["live", "backfill"]
+LANES: tuple[str, ...] = ("live", "backfill")
 ROUTES: tuple[str, ...] = ("slm", "llm", "cache", "coalesced", "semantic_cache", "escalated")
 
 
@@ -32,6 +36,7 @@ class Query(msgspec.Struct, frozen=True, omit_defaults=True):
     metadata: dict[str, Any] = {}
     submitted_at: float | None = None
     deadline_s: float | None = None  # answer within this many seconds of submitted_at, or fail
+    job: str | None = None  # the backfill job it belongs to (`pointsman backfill --job`)
 
     def chat(self) -> list[ChatMessage]:
         """The query as chat messages, whichever form it arrived in."""
@@ -85,6 +90,14 @@ class RouteRequest(msgspec.Struct, frozen=True):
     # worker adds it to the escalated result's cost_usd, since that attempt was paid for too
     prior_cost_usd: float = 0.0
     shadow_of: ShadowOf | None = None
+    lane: Lane = "live"
+    # when the pipeline took the query in, the origin of its latencies: submitted_at for live
+    # traffic; for a backfill, whose submitted_at is history, the time the job sent it
+    accepted_at: float = 0.0
+
+    @property
+    def started_at(self) -> float:
+        return self.accepted_at or self.submitted_at
 
 
 class Result(msgspec.Struct, omit_defaults=True):
@@ -111,6 +124,8 @@ class Result(msgspec.Struct, omit_defaults=True):
     # failed call). Cache, semantic-cache and coalesced rows carry their source answer's figure.
     all_llm_cost_usd: float = 0.0
     slm_cost_usd: float = 0.0  # the part of cost_usd spent on the SLM (all of it on route slm)
+    lane: Lane = "live"
+    job: str = ""  # the backfill job's name, from the query
 
 
 class Evaluation(msgspec.Struct, omit_defaults=True):
@@ -155,3 +170,26 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
     query_id: str | None = None
     tenant: str | None = None
     failed_at: float = 0.0
+
+
+JobStatus = Literal["running", "paused", "budget", "done"]
+
+
+class JobState(msgspec.Struct, omit_defaults=True):
+    """A backfill job's state, on the jobs topic keyed by its name (compacted: the latest wins).
+
+    Rows before `next_row` were sent (or skipped as answered, or dead-lettered as invalid): a run
+    of the same job starts there. `status` is how its last run ended, or `running`."""
+
+    name: str
+    source: str  # what it reads: a file path, or the SQL of --from-sql
+    status: JobStatus
+    total: int  # rows in the source
+    next_row: int  # 0-based: the first row not yet handled
+    sent: int = 0
+    skipped: int = 0  # answered already when the run reached them
+    invalid: int = 0  # dead-lettered with their row number
+    budget_usd: float | None = None
+    rate: float | None = None  # queries per second the run was limited to
+    started_at: float = 0.0
+    updated_at: float = 0.0

@@ -65,7 +65,7 @@ def result_for(
         routed_ms=request.timings.routed_ms,
         wait_ms=max(0.0, (picked_at - request.routed_at) * 1000),
         inference_ms=0.0 if coalesced else answer.inference_ms,
-        total_ms=max(0.0, (now - request.submitted_at) * 1000),
+        total_ms=max(0.0, (now - request.started_at) * 1000),
     )
     reason = request.reason if request.escalation is None else f"escalated: {request.escalation}"
     # a follower shared the leader's inference, so it costs nothing of its own; an escalated
@@ -80,9 +80,10 @@ def result_for(
         cost_usd=own + request.prior_cost_usd, confidence=answer.confidence,
         error=answer.error, fingerprint=request.fingerprint, route_reason=reason,
         submitted_at=request.submitted_at, completed_at=now, timings=timings,
-        query=None if coalesced else request.query,  # one copy per fingerprint is enough to learn
+        query=request.query,  # the question, for every row (only answered routes fill caches)
         # a coalesced asker would have paid the LLM in full too: same question, same counterfactual
         all_llm_cost_usd=answer.all_llm_cost_usd, slm_cost_usd=slm_cost,
+        lane=request.lane, job=request.query.job or "",
     )
 
 

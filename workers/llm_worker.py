@@ -96,12 +96,14 @@ class LlmWorker:
         self._stop = stop
         topics = self.settings.topics
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
-                                [topics.route_llm, topics.route_shadow], on_revoke=self._on_revoke)
+                                [topics.route_llm, topics.route_llm_backfill, topics.route_shadow],
+                                on_revoke=self._on_revoke)
         poller = asyncio.create_task(self.producer.poll_forever())
         tasks: set[asyncio.Task[None]] = set()
         # each lane has its own cap: live requests up to max_in_flight, shadows up to their
         # max_open; a full lane's partitions are paused, so its lag stays in Kafka
         lanes = {topics.route_llm: self.settings.max_in_flight,
+                 topics.route_llm_backfill: self.settings.max_in_flight,
                  topics.route_shadow: self.settings.shadow.max_open}
         paused: set[str] = set()
         last_commit = time.monotonic()
@@ -271,8 +273,9 @@ class LlmWorker:
     async def _call(self, request: RouteRequest) -> Answer:
         query = request.query
         budget = query.deadline_s or self.settings.default_deadline_s
+        # counted from when the pipeline took the query in (a backfill's submitted_at is history)
         deadline = (None if budget is None
-                    else time.monotonic() + (request.submitted_at + budget - time.time()))
+                    else time.monotonic() + (request.started_at + budget - time.time()))
         messages = [{"role": m.role, "content": m.content} for m in query.chat()]
         started = time.perf_counter()
         try:
@@ -301,7 +304,7 @@ class LlmWorker:
     def _dead_letter(self, request: RouteRequest, error: str) -> Outgoing:
         letter = DeadLetter(
             reason=error, raw=encode(request.query).decode(),
-            source_topic=self.settings.topics.route_llm, query_id=request.query_id,
+            source_topic=self.settings.topics.route("llm", request.lane), query_id=request.query_id,
             tenant=request.query.tenant, failed_at=time.time(),
         )
         return Outgoing(self.settings.topics.deadletter, request.query_id.encode(),

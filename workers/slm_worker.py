@@ -169,7 +169,7 @@ class SlmHandler:
             # the attempt ran once, for the leader: only its result carries the attempt's cost
             escalated = msgspec.structs.replace(request, track="llm", escalation=reason,
                                                 prior_cost_usd=answer.cost_usd if i == 0 else 0.0)
-            out.append(Outgoing(self.settings.topics.route_llm, request.fingerprint.encode(),
+            out.append(Outgoing(self.settings.topics.route("llm", request.lane), request.fingerprint.encode(),
                                 encode(escalated)))
         return out
 
@@ -187,7 +187,8 @@ def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generato
 
         engine = SlmEngine(settings.model_dir, threads=settings.threads)
     loop = LoopSettings(
-        settings.bootstrap, settings.group, (settings.topics.route_slm,),
+        settings.bootstrap, settings.group,
+        (settings.topics.route_slm, settings.topics.route_slm_backfill),
         settings.batch_size, settings.batch_wait_s,
     )
     handler = SlmHandler(settings, engine, settings.prices, answered)

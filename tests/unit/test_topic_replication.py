@@ -18,7 +18,9 @@ def test_defaults_suit_one_local_broker() -> None:
 def test_every_topic_takes_the_configured_replication() -> None:
     env = {"POINTSMAN_REPLICATION_FACTOR": "3", "POINTSMAN_MIN_INSYNC_REPLICAS": "2"}
     specs = Config.from_env(env).topics.specs(partitions=4)
-    assert len(specs) == 8  # queries, backfill, route.slm|llm|shadow, results, deadletter, evaluations
+    # queries, backfill, route.slm|llm|shadow, route.slm|llm.backfill, results, deadletter,
+    # evaluations, jobs
+    assert len(specs) == 11
     assert {(s.replication_factor, s.min_insync_replicas) for s in specs} == {(3, 2)}
     for spec in specs:  # min ISR is a topic config; the topic's own settings stay
         assert spec.topic_config["min.insync.replicas"] == "2"
