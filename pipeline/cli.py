@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import ENV_DOC, Config
-from topics.errors import PointsmanError
+from topics.errors import ConfigError, PointsmanError
 from topics.redact import install_redaction, redact, register_secret
 
 if TYPE_CHECKING:
@@ -38,8 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--tenant", default="default")
     produce.add_argument("--max-tokens", type=int, default=256)
     produce.add_argument("--id")
-    backfill = sub.add_parser("backfill", help="send a JSONL file to the backfill lane")
-    backfill.add_argument("file", type=Path)
+    backfill = sub.add_parser(
+        "backfill", help="run a backfill job (or: backfill status NAME | list | export NAME)",
+        description="Send SOURCE's queries to the backfill lane as job NAME and follow their "
+        "answers. Run the same command again to resume: rows handled already are not sent again. "
+        "Also: `backfill status NAME [--json]`, `backfill list [--json]`, "
+        "`backfill export NAME --format parquet|csv|jsonl [--out FILE]`.")
+    backfill.add_argument("source", nargs="?",
+                          help="a .jsonl, .csv, .tsv or .parquet file; or status, list, export")
+    backfill.add_argument("name", nargs="?", help="the job, for status and export")
+    backfill.add_argument("--job", help="the job's name (default: the file's name)")
+    backfill.add_argument("--from-sql", metavar="SELECT",
+                          help="send the rows of a SELECT over pointsman.results instead of a file")
+    backfill.add_argument("--rate", type=float, metavar="Q/S", help="queries per second at most")
+    backfill.add_argument("--budget-usd", type=float, metavar="X",
+                          help="stop sending once the job's answers cost this much")
+    backfill.add_argument("--format", dest="file_format",
+                          choices=["jsonl", "csv", "tsv", "parquet"],
+                          help="the file's format (default: from its extension); for export: "
+                               "parquet, csv or jsonl")
+    backfill.add_argument("--window", type=int, default=1000,
+                          help="queries in flight at most (sent, not answered)")
+    backfill.add_argument("--no-wait", action="store_true",
+                          help="return once every row is sent; `backfill status` follows answers")
+    backfill.add_argument("--no-cache", action="store_true",
+                          help="answer every query afresh, never from a cache (a re-run under a "
+                               "new model or policy)")
+    backfill.add_argument("--out", type=Path, help="export: the file to write")
+    backfill.add_argument("--json", action="store_true", help="status and list: as JSON")
     sql = sub.add_parser("sql", help="run SQL against ClickHouse")
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -129,7 +155,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "produce":
             commands.produce(config, args.text, args.file, args.tenant, args.max_tokens, args.id)
         case "backfill":
-            commands.backfill(config, args.file)
+            return _backfill(args, config)
         case "sql":
             columns, rows = commands.sql(config, args.query)
             _print_rows(columns, rows, args.format)
@@ -178,6 +204,38 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0
+
+
+def _backfill(args: argparse.Namespace, config: Config) -> int:
+    from pipeline import commands
+
+    if args.source == "list":
+        return commands.backfill_list(config, as_json=args.json)
+    if args.source in ("status", "export"):
+        if not args.name:
+            raise ConfigError(f"backfill {args.source}: give the job's name")
+        if args.source == "status":
+            return commands.backfill_status(config, args.name, as_json=args.json)
+        if args.file_format not in ("parquet", "csv", "jsonl"):
+            raise ConfigError("backfill export: give --format parquet|csv|jsonl")
+        return commands.backfill_export(config, args.name, args.file_format, args.out)
+    if (args.source is None) == (args.from_sql is None):
+        raise ConfigError("backfill: give a SOURCE file or --from-sql \"SELECT ...\" (one of them)")
+    if args.from_sql is not None and not args.job:
+        raise ConfigError("backfill --from-sql: give the job a name with --job")
+    for flag, value in (("--rate", args.rate), ("--budget-usd", args.budget_usd)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"backfill {flag} must be positive, not {value}")
+    if args.window < 1:
+        raise ConfigError("backfill --window must be at least 1")
+    from pipeline.validate import JOB_PATTERN
+
+    if args.job is not None and not JOB_PATTERN.fullmatch(args.job):
+        raise ConfigError(f"bad job name {args.job!r}: want 1-128 of [A-Za-z0-9_.-]")
+    return commands.backfill(config, args.source or "", job=args.job, rate=args.rate,
+                             budget_usd=args.budget_usd, file_format=args.file_format,
+                             from_sql=args.from_sql, wait=not args.no_wait, window=args.window,
+                             cache=not args.no_cache)
 
 
 def _eval_pipeline(args: argparse.Namespace, config: Config) -> int:

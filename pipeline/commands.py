@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,12 +79,106 @@ def produce(config: Config, text: str | None, file: Path | None, tenant: str, ma
         raise ConfigError("give a TEXT or --file F.jsonl")
 
 
-def backfill(config: Config, file: Path) -> None:
-    from pipeline.produce import produce_file
+def backfill(config: Config, source: str, *, job: str | None, rate: float | None,
+             budget_usd: float | None, file_format: str | None, from_sql: str | None,
+             wait: bool, window: int, cache: bool = True) -> int:
+    """Run (or resume) a backfill job; 0 when every row was handled, 3 when the budget stopped it."""
+    from functools import partial
 
-    sent = produce_file(config.bootstrap, config.topics.backfill, file, progress=True,
-                        deadletter=config.topics.deadletter)
-    _print_sent(sent, f"the backfill lane {config.topics.backfill}", config.topics.deadletter)
+    from infra.query_server import open_reader
+    from pipeline.backfill.convert import ConversionFailed
+    from pipeline.backfill.run import JobConflict, JobRun, JobSettings
+    from pipeline.backfill.sources import open_file, open_sql
+
+    name = job or default_job_name(source)
+    try:
+        if from_sql is not None:
+            data = open_sql(open_reader(config.dsn), from_sql)
+        else:
+            data = open_file(Path(source), file_format)
+    except (OSError, ValueError, ConversionFailed) as exc:
+        raise ConfigError(f"backfill: {exc}") from None
+    settings = JobSettings(name, rate=rate, budget_usd=budget_usd, window=window, wait=wait,
+                           cache=cache)
+    try:
+        outcome = JobRun(config.bootstrap, config.topics, settings, data,
+                         partial(open_reader, config.dsn), console).run()
+    except JobConflict as exc:
+        raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print(f"job {name} paused; run the same command to resume it")
+        raise
+    finally:
+        data.close()
+    state = outcome.state
+    console.print(
+        f"job {name}: {state.total} rows; this run sent {outcome.sent_now}, skipped "
+        f"{outcome.skipped_now} (answered already), dead-lettered {outcome.invalid_now} (not valid: "
+        f"{config.topics.deadletter}); the job has {outcome.answered} answered, {outcome.errors} "
+        f"errors, ${outcome.spent_usd:.6f} spent",
+        soft_wrap=True)
+    if outcome.waiting:
+        console.print(f"{outcome.waiting} queries are still being answered: "
+                      f"`pointsman backfill status {name}` follows them", soft_wrap=True)
+    if state.status == "budget":
+        console.print(f"[yellow]job {name} stopped at its budget (${budget_usd:g}) with "
+                      f"{state.total - state.next_row} rows not sent; run it again with a higher "
+                      "--budget-usd to go on[/yellow]", soft_wrap=True)
+        return 3
+    return 0
+
+
+def default_job_name(source: str) -> str:
+    """A file's job name when none is given: its name without the extension, made valid."""
+    stem = re.sub(r"[^A-Za-z0-9_.\-]", "-", Path(source).stem).lstrip("-_.") or "backfill"
+    return stem[:128]
+
+
+def backfill_status(config: Config, name: str, *, as_json: bool) -> int:
+    from infra.query_server import open_reader
+    from pipeline.backfill.inspect import job_status, print_json
+
+    status = job_status(open_reader(config.dsn), name)
+    if status is None:
+        raise ConfigError(f"no backfill job named {name!r} (`pointsman backfill list` shows them)")
+    if as_json:
+        sys.stdout.write(print_json(status) + "\n")
+        return 0
+    routes = ", ".join(f"{route} {n}" for route, n in status["routes"].items()) or "none yet"
+    console.print(f"job {name}: {status['status']}; {status.get('total', '?')} rows, "
+                  f"{status['answered']} answered, {status['errors']} errors, "
+                  f"${status['cost_usd']:.6f} (all-LLM ${status['all_llm_cost_usd']:.6f}); routes: {routes}",
+                  soft_wrap=True)
+    return 0
+
+
+def backfill_list(config: Config, *, as_json: bool) -> int:
+    from infra.query_server import open_reader
+    from pipeline.backfill.inspect import job_list, print_json
+
+    jobs = job_list(open_reader(config.dsn))
+    if as_json:
+        sys.stdout.write(print_json(jobs) + "\n")
+        return 0
+    from rich.table import Table
+
+    table = Table("job", "status", "rows", "sent", "answered", "errors", "cost_usd", "updated")
+    for j in jobs:
+        table.add_row(str(j["name"]), str(j["status"]), str(j["total"]), str(j["sent"]),
+                      str(j["answered"]), str(j["errors"]), f"{float(j['cost_usd'] or 0):.6f}",
+                      str(j["updated_at"])[:19])
+    console.print(table)
+    return 0
+
+
+def backfill_export(config: Config, name: str, fmt: str, out: Path | None) -> int:
+    from infra.query_server import open_reader
+    from pipeline.backfill.inspect import export_job
+
+    target = out or Path(f"{name}.{fmt}")
+    rows = export_job(open_reader(config.dsn), name, fmt, target)
+    console.print(f"wrote {rows} results of job {name} to {target}")
+    return 0
 
 
 def _print_sent(sent: FileSent, target: str, deadletter: str) -> None:

@@ -116,6 +116,8 @@ class RouterCore:
         shadows: list[Outgoing] = []
         for j, miss in enumerate(misses):
             vector = None if vectors is None else vectors[j]
+            if not miss.query.cache:
+                looks[j] = None  # answered afresh: the lookup only served the embedding
             try:
                 outs[miss.index] = self._second_pass(miss, looks[j], vector)
             except Exception as exc:
@@ -171,7 +173,7 @@ class RouterCore:
             routed_ms=max(0.0, (now - picked_at) * 1000),
         )
         miss = _Miss(index, query, query_id, fp, submitted_at, picked_at, timings, lane, accepted_at)
-        hit = self.cache.get(fp, now)
+        hit = self.cache.get(fp, now) if query.cache else None
         if hit is None:
             return miss
         if hit.source_query_id == query_id:

@@ -7,13 +7,14 @@ from typing import TypeVar
 import msgspec
 
 from topics.errors import InvalidMessage
-from topics.schemas import DeadLetter, Evaluation, Query, Result, RouteRequest
+from topics.schemas import DeadLetter, Evaluation, JobState, Query, Result, RouteRequest
 
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder] = {
-    cls: msgspec.json.Decoder(cls) for cls in (Query, RouteRequest, Result, DeadLetter, Evaluation)
+    cls: msgspec.json.Decoder(cls)
+    for cls in (Query, RouteRequest, Result, DeadLetter, Evaluation, JobState)
 }
 
 

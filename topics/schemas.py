@@ -37,6 +37,9 @@ class Query(msgspec.Struct, frozen=True, omit_defaults=True):
     submitted_at: float | None = None
     deadline_s: float | None = None  # answer within this many seconds of submitted_at, or fail
     job: str | None = None  # the backfill job it belongs to (`pointsman backfill --job`)
+    # False: answered afresh, never from a cache or an earlier answer to the same question (a
+    # re-run under a new model or policy); copies in flight together still share one answer
+    cache: bool = True
 
     def chat(self) -> list[ChatMessage]:
         """The query as chat messages, whichever form it arrived in."""

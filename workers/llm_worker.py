@@ -243,7 +243,8 @@ class LlmWorker:
             return []  # its result is on the results topic already
         fp = request.fingerprint
         shared = self.calls.get(fp)
-        known = self.recent.get(fp, time.time()) or self.answered.answer_for(fp)
+        known = ((self.recent.get(fp, time.time()) or self.answered.answer_for(fp))
+                 if request.query.cache else None)
         coalesced = shared is not None or known is not None
         if shared is not None:
             answer = await asyncio.shield(shared)

@@ -90,7 +90,8 @@ class SlmHandler:
         now = time.time()
         for group in group_by_fingerprint(fresh):
             fp = group.leader.fingerprint
-            known = self.recent.get(fp, now) or self.answered.answer_for(fp)
+            known = ((self.recent.get(fp, now) or self.answered.answer_for(fp))
+                     if group.leader.query.cache else None)
             if known is not None:
                 out += results_for_group(group, known, "slm", picked_at, topics, leader_coalesced=True)
             else:

@@ -35,7 +35,7 @@ def test_ten_years_of_history_keep_their_answers_and_dates(pipeline: Pipeline, b
     history.write_text("".join(json.dumps({
         "id": f"hist-{i}", "tenant": "acme", "text": f"historic question number {i}",
         "max_tokens": 4, "submitted_at": month_start(i)}) + "\n" for i in range(MONTHS)))
-    sent = pipeline.cli("backfill", str(history))
+    sent = pipeline.cli("backfill", str(history), "--no-wait")  # the canaries go while it runs
     assert sent.returncode == 0, sent.stderr
     canaries = [json.dumps({"id": f"canary-{i}", "text": f"live canary {i}", "max_tokens": 4}).encode()
                 for i in range(10)]
