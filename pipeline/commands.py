@@ -13,9 +13,10 @@ from rich.console import Console
 from infra import kafka
 from pipeline.config import Config
 from topics.admin import ensure_topics
-from topics.errors import ConfigError
+from topics.errors import ConfigError, InfraError
 
 if TYPE_CHECKING:
+    from infra.query_server import Reader
     from pipeline.produce import FileSent
 
 # rich assumes 80 columns when piped; the report table needs more
@@ -79,13 +80,31 @@ def produce(config: Config, text: str | None, file: Path | None, tenant: str, ma
         raise ConfigError("give a TEXT or --file F.jsonl")
 
 
+def pipeline_reader(dsn: str) -> Reader:
+    """A reader for commands that run beside the pipeline: the sink's endpoint, or the database
+    itself when no sink holds it. A sink that is starting holds the database before its
+    endpoint is up: then wait for the endpoint rather than fail."""
+    from infra.clickhouse import is_embedded
+    from infra.query_server import open_reader, wait_for_endpoint
+
+    try:
+        return open_reader(dsn)
+    except InfraError:
+        if not is_embedded(dsn):
+            raise
+        try:
+            return wait_for_endpoint(dsn, timeout_s=30)
+        except InfraError:
+            pass
+        raise
+
+
 def backfill(config: Config, source: str, *, job: str | None, rate: float | None,
              budget_usd: float | None, file_format: str | None, from_sql: str | None,
              wait: bool, window: int, cache: bool = True) -> int:
     """Run (or resume) a backfill job; 0 when every row was handled, 3 when the budget stopped it."""
     from functools import partial
 
-    from infra.query_server import open_reader
     from pipeline.backfill.convert import ConversionFailed
     from pipeline.backfill.run import JobConflict, JobRun, JobSettings
     from pipeline.backfill.sources import open_file, open_sql
@@ -93,7 +112,7 @@ def backfill(config: Config, source: str, *, job: str | None, rate: float | None
     name = job or default_job_name(source)
     try:
         if from_sql is not None:
-            data = open_sql(open_reader(config.dsn), from_sql)
+            data = open_sql(pipeline_reader(config.dsn), from_sql)
         else:
             data = open_file(Path(source), file_format)
     except (OSError, ValueError, ConversionFailed) as exc:
@@ -102,7 +121,7 @@ def backfill(config: Config, source: str, *, job: str | None, rate: float | None
                            cache=cache)
     try:
         outcome = JobRun(config.bootstrap, config.topics, settings, data,
-                         partial(open_reader, config.dsn), console).run()
+                         partial(pipeline_reader, config.dsn), console).run()
     except JobConflict as exc:
         raise ConfigError(str(exc)) from None
     except KeyboardInterrupt:
@@ -135,10 +154,9 @@ def default_job_name(source: str) -> str:
 
 
 def backfill_status(config: Config, name: str, *, as_json: bool) -> int:
-    from infra.query_server import open_reader
     from pipeline.backfill.inspect import job_status, print_json
 
-    status = job_status(open_reader(config.dsn), name)
+    status = job_status(pipeline_reader(config.dsn), name)
     if status is None:
         raise ConfigError(f"no backfill job named {name!r} (`pointsman backfill list` shows them)")
     if as_json:
@@ -153,10 +171,9 @@ def backfill_status(config: Config, name: str, *, as_json: bool) -> int:
 
 
 def backfill_list(config: Config, *, as_json: bool) -> int:
-    from infra.query_server import open_reader
     from pipeline.backfill.inspect import job_list, print_json
 
-    jobs = job_list(open_reader(config.dsn))
+    jobs = job_list(pipeline_reader(config.dsn))
     if as_json:
         sys.stdout.write(print_json(jobs) + "\n")
         return 0
@@ -172,11 +189,10 @@ def backfill_list(config: Config, *, as_json: bool) -> int:
 
 
 def backfill_export(config: Config, name: str, fmt: str, out: Path | None) -> int:
-    from infra.query_server import open_reader
     from pipeline.backfill.inspect import export_job
 
     target = out or Path(f"{name}.{fmt}")
-    rows = export_job(open_reader(config.dsn), name, fmt, target)
+    rows = export_job(pipeline_reader(config.dsn), name, fmt, target)
     console.print(f"wrote {rows} results of job {name} to {target}")
     return 0
 
