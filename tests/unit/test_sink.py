@@ -170,3 +170,22 @@ def test_letters_of_lines_produce_could_not_send_do_not_collide() -> None:
     other = DeadLetter(reason="too large", raw="b" * 10, source_topic="queries", partition=-1, offset=2)
     assert letter_id(first) != letter_id(other)
     assert letter_id(first) == letter_id(DeadLetter(**{**msgspec.structs.asdict(first)}))
+
+
+def test_a_result_row_keeps_its_lane_job_and_the_question_as_asked() -> None:
+    from pipeline.sink import result_row
+    from topics.schemas import ChatMessage, Query
+
+    chat = Query(messages=[ChatMessage("system", "be brief"), ChatMessage("user", "hi")],
+                 max_tokens=9, temperature=0.5, metadata={"team": "a", "n": 3}, job="h")
+    row = dict(zip(RESULT_COLUMNS, result_row(Result("q", "t", "slm", query=chat, lane="backfill",
+                                                     job="h")), strict=True))
+    assert (row["lane"], row["job"], row["prompt"], row["max_tokens"], row["temperature"]) == (
+        "backfill", "h", "", 9, 0.5)
+    assert row["messages"] == '[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]'
+    assert row["metadata"] == {"team": "a", "n": "3"}  # a Map of strings: other values as JSON
+    text = dict(zip(RESULT_COLUMNS, result_row(Result("q", "t", "llm", query=Query(text="why"))),
+                    strict=True))
+    assert (text["lane"], text["job"], text["prompt"], text["messages"]) == ("live", "", "why", "")
+    bare = dict(zip(RESULT_COLUMNS, result_row(Result("q", "t", "cache")), strict=True))
+    assert (bare["prompt"], bare["max_tokens"], bare["metadata"]) == ("", 0, {})
