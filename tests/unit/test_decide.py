@@ -215,3 +215,30 @@ def test_a_tenant_forced_to_the_slm_is_routed_with_escalation_off() -> None:
     routed = decode(router.route_one(message(b'{"id": "b", "text": "hi", "tenant": "acme"}', 1),
                                      1000.0).value, RouteRequest)
     assert (routed.track, routed.escalate) == ("llm", True)
+
+
+def test_a_query_sent_again_under_its_own_id_is_not_answered_again() -> None:
+    router = core()
+    first = decode(router.route_one(message(b'{"id": "a", "text": "Hi"}'), 1000.0).value, RouteRequest)
+    router.learn([Result(query_id="a", tenant="default", route="llm", answer="hello!", model="m",
+                         fingerprint=first.fingerprint, completed_at=1001.0, cost_usd=0.2)])
+    # the same id again (a resumed backfill): no output, so its stored row and cost stand
+    assert router.route_batch([message(b'{"id": "a", "text": "Hi"}', 1)], 1002.0) == []
+    # another id asking the same is a cache hit, as before
+    other = decode(router.route_one(message(b'{"id": "b", "text": "Hi"}', 2), 1002.0).value, Result)
+    assert (other.route, other.answer) == ("cache", "hello!")
+    # and a query that asks to be answered afresh skips the cache
+    fresh = router.route_one(message(b'{"id": "c", "text": "Hi", "cache": false}', 3), 1002.0)
+    assert fresh.topic == "t.route.slm"
+
+
+def test_the_backfill_lane_has_its_own_route_topics_and_latencies_from_its_send_time() -> None:
+    history = b'{"id": "h", "text": "old", "submitted_at": 946684800, "job": "j"}'
+    sent = 1_700_000_000.0
+    router = RouterCore(TOPICS, FixedPolicy("slm"), ExactCache(ttl_s=60), clock=lambda: sent + 2)
+    out = router.route_one(Incoming(TOPICS.backfill, 0, 0, sent, None, history), sent + 0.5)
+    assert out.topic == "t.route.slm.backfill"
+    request = decode(out.value, RouteRequest)
+    assert (request.lane, request.submitted_at, request.accepted_at) == ("backfill", 946684800, sent)
+    assert request.timings.queued_ms == 500.0  # from when the job sent it, not from 2000
+    assert request.query.job == "j"
