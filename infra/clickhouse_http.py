@@ -66,10 +66,11 @@ MAX_BODY_BYTES = 16 << 20  # a query and its parameters; larger is QUERY_IS_TOO_
 class HttpQueryError(Exception):
     """A ClickHouse-style error for the response: `message` is the text after DB::Exception."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, name: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._name = name  # the engine's own name for a code not listed in CODES
 
     @classmethod
     def from_engine(cls, text: str) -> HttpQueryError:
@@ -79,11 +80,13 @@ class HttpQueryError(Exception):
         if not found:
             return cls(1002, text)
         message = text[found.end():].removeprefix("DB::Exception: ")
-        return cls(int(found.group(1)), _NAME.sub("", message).rstrip(" ."))
+        named = _NAME.search(message)
+        return cls(int(found.group(1)), _NAME.sub("", message).rstrip(" ."),
+                   named.group(1) if named else "")
 
     @property
     def name(self) -> str:
-        return CODES.get(self.code, ("", 0))[0]
+        return CODES.get(self.code, (self._name, 0))[0]
 
     @property
     def status(self) -> int:

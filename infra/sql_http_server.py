@@ -17,6 +17,7 @@ import http.server
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import uuid
@@ -110,7 +111,9 @@ class QueryServer:
 
     def __init__(self, database: Database, dsn: str,
                  settings: SqlEndpointSettings | None = None) -> None:
-        self.settings = settings or SqlEndpointSettings(listen="127.0.0.1:0")
+        # no settings (tests, a library caller): a free port and a password of its own
+        self.settings = settings or SqlEndpointSettings(listen="127.0.0.1:0",
+                                                        password=secrets.token_urlsafe(18))
         self.password = sql_password(self.settings)
         self.reader = ReadOnlyReader(dsn, lock=database.lock)  # the guard's parses run here
         self.engine = ReadOnlyEngine(str(database.client.path), database.lock)
