@@ -187,6 +187,8 @@ class RemoteReader:
             raise InfraError(f"query endpoint not reachable: {exc}") from None
         except DatabaseError as exc:
             raise _translate(exc) from None
+        except ClickHouseError as exc:  # the client's own checks: a malformed result, say
+            raise PermanentError(str(exc)) from None
         return list(result.column_names), result.result_rows
 
     def close(self) -> None:

@@ -205,7 +205,7 @@ def test_pointsman_sql_reads_through_the_endpoint(
     reader = open_reader(dsn)
     assert isinstance(reader, RemoteReader)
     assert reader.query("SELECT prompt FROM pointsman.results") == (["prompt"], [(PROMPT,)])
-    with pytest.raises(QueryRefused, match="^refused: DROP statements are not allowed"):
+    with pytest.raises(QueryRefused, match=r"^refused: DROP statements are not allowed"):
         reader.query("DROP TABLE pointsman.results")
     env = {**os.environ, "POINTSMAN_CLICKHOUSE_DSN": dsn, "POINTSMAN_DATA_DIR": str(tmp_path),
            "PYTHONPATH": str(ROOT)}

@@ -20,8 +20,8 @@ import pytest
 
 from infra.clickhouse import Database, connect, migrate
 from infra.query_server import ReadOnlyReader, RemoteReader, open_reader
-from infra.sql_http_server import QueryServer
 from infra.sql_guard import QueryRefused
+from infra.sql_http_server import QueryServer
 from pipeline.report import collect
 from tests.harness import ROOT
 
