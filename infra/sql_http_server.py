@@ -41,6 +41,7 @@ from infra.clickhouse_http import (
     query_request,
     response_encoding,
 )
+from infra.native_revision import UnsupportedType, for_revision
 from infra.query_server import (
     ReadOnlyReader,
     SqlEndpointSettings,
@@ -180,6 +181,15 @@ class QueryServer:
                                  request.transport.get("database"))
         if named:
             answer = Answer(answer.body, self.formats.get(named.lower(), named), answer.summary)
+        revision = request.transport.get("client_protocol_version", "0")
+        if answer.format == "Native" and revision.isdigit() and int(revision) > 0:
+            try:  # clickhouse-go decodes at the revision it sent
+                body = for_revision(answer.body, int(revision))
+            except UnsupportedType as exc:
+                raise HttpQueryError(48, f"a column of type {exc} cannot be sent as Native to "
+                                         f"client_protocol_version {revision}: cast it with "
+                                         "toString() or ask for another format") from None
+            answer = Answer(body, answer.format, answer.summary)
         return answer
 
 

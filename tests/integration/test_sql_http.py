@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import chdb
 import clickhouse_connect
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from infra.clickhouse import Database, connect, migrate
+from infra.native_revision import BLOCK_INFO, UnsupportedType, for_revision, parse_type
 from infra.query_server import RemoteReader, SqlEndpointSettings, endpoint_file, open_reader
 from infra.sql_guard import QueryRefused
 from infra.sql_http_server import QueryServer
@@ -248,3 +250,81 @@ def test_status_prints_the_generated_password(tmp_path: Path) -> None:
     password = password_file.read_text().strip()
     assert f"user pointsman, password {password} (generated" in shown.stdout
     assert "not running" in shown.stdout
+
+
+# one column of each layout the Native rewrite walks (2 rows each)
+COLUMNS = [
+    "number::UInt8 AS u8", "toInt64(number) - 5 AS i64", "toFloat32(number) / 3 AS f32",
+    "toString(number * 1000) AS s", "toFixedString(toString(number), 3) AS fs",
+    "toNullable(if(number = 0, NULL, number)) AS n", "range(number + 1) AS arr",
+    "[[number], []] AS arr2", "map('k', toString(number)) AS m", "tuple(number, 'x') AS t",
+    "CAST(tuple(number, 'y') AS Tuple(a UInt64, b String)) AS nt",
+    "CAST(toString(number % 2) AS LowCardinality(String)) AS lc",
+    "CAST(if(number = 0, NULL, 'v') AS LowCardinality(Nullable(String))) AS lcn",
+    "[CAST('a' AS LowCardinality(String))] AS alc",
+    "map(CAST('k' AS LowCardinality(String)), number) AS mlc",
+    "toDecimal64(number, 4) AS d64", "toDecimal128(number, 2) AS d128",
+    "CAST(1.5 AS Decimal(20, 3)) AS dp", "toDateTime64('2026-01-01 00:00:00', 3, 'UTC') AS dt64",
+    "toDateTime('2026-01-01 00:00:00', 'UTC') AS dt", "toDate('2026-01-01') AS d",
+    "toUUID('00000000-0000-0000-0000-000000000001') AS uuid", "toIPv4('1.2.3.4') AS ip4",
+    "CAST('a' AS Enum8('a' = 1, 'b' = 2)) AS e8", "number % 2 = 0 AS b",
+    "toIntervalSecond(number) AS iv", "(1.0, 2.0)::Point AS p",
+]
+
+
+def _header_end(native: bytes) -> int:
+    """Where a one-column block's name and type end (the column's data follows)."""
+    pos = 2  # one column, two rows: one varint byte each
+    for _ in range(2):
+        length = native[pos]  # names and types here are shorter than 128 bytes
+        pos += 1 + length
+    return pos
+
+
+def test_native_for_a_client_revision_adds_block_info_and_serialization_flags(
+        served: tuple[QueryServer, Database, str]) -> None:
+    """What the engine writes (revision 0) against what a server writes for clickhouse-go's
+    revision: BlockInfo first, and a zero flag after each column's type; data bytes unchanged.
+    Each column's bytes come from querying it alone, so its boundaries are the engine's own."""
+    handle = chdb.connect(os.path.realpath(str(served[1].client.path)))
+    try:
+        def native(select: str) -> bytes:
+            return handle.query(f"SELECT {select} FROM numbers(2)", "Native").bytes()
+
+        whole = native(", ".join(COLUMNS))
+        parts = [native(column) for column in COLUMNS]
+        header = bytes([len(COLUMNS), 2])
+        assert for_revision(whole, 0) == whole
+        assert for_revision(whole, 54405) == BLOCK_INFO + whole  # flags start at 54454
+        flagged = b"".join(p[2:_header_end(p)] + b"\x00" + p[_header_end(p):] for p in parts)
+        assert for_revision(whole, 54515) == BLOCK_INFO + header + flagged
+        empty = handle.query(f"SELECT {', '.join(COLUMNS)} FROM numbers(2) LIMIT 0", "Native").bytes()
+        assert for_revision(empty, 54515) == empty == b""  # the engine writes no block for no rows
+        two_blocks = handle.query("SELECT number FROM numbers(100000)", "Native").bytes()
+        assert for_revision(two_blocks, 54515).count(BLOCK_INFO) >= 2
+    finally:
+        handle.close()
+    for unknown in ("Dynamic", "JSON", "Variant(String, UInt8)", "AggregateFunction(sum, UInt8)"):
+        with pytest.raises(UnsupportedType):
+            parse_type(unknown)
+
+
+def test_a_client_protocol_version_gets_native_it_can_read(
+        served: tuple[QueryServer, Database, str]) -> None:
+    """clickhouse-go sends client_protocol_version and decodes at it; clickhouse-connect's probe
+    finds it supported and uses it too (its LowCardinality-aware revision)."""
+    server = served[0]
+    probe = httpx.post(url(server), params={"client_protocol_version": "54405", "default_format": "Native"},
+                       content=b"SELECT 1 AS check", auth=("pointsman", PASSWORD))
+    assert probe.content[8:16] == b"\x01\x01\x05check"  # what clickhouse-connect checks
+    stock = clickhouse_connect.get_client(host="127.0.0.1", port=server.port, username="pointsman",
+                                          password=PASSWORD)
+    try:
+        assert stock.protocol_version == 54405
+        assert stock.query("SELECT tenant, [CAST('a' AS LowCardinality(String))] FROM "
+                           "pointsman.results").result_rows == [("acme", ["a"])]
+    finally:
+        stock.close()
+    dynamic = httpx.post(url(server), params={"client_protocol_version": "54515", "default_format": "Native"},
+                         content=b"SELECT 1::Dynamic AS d", auth=("pointsman", PASSWORD))
+    assert dynamic.status_code == 501 and "toString()" in dynamic.text
