@@ -17,6 +17,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -55,6 +56,7 @@ from topics.errors import PermanentError
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "TabSeparated"
+_QUERY_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,8 @@ def _handler(server: QueryServer) -> type[http.server.BaseHTTPRequestHandler]:
                 form = multipart_fields(kind, body) if kind.startswith("multipart/form-data") else None
                 body_sql = None if read_only_get or form is not None else body.decode(errors="replace")
                 request = query_request(params, body_sql, form)
-                query_id = request.transport.get("query_id") or query_id
+                asked = request.transport.get("query_id", "")
+                query_id = asked if _QUERY_ID.fullmatch(asked) else query_id  # echoed in a header
                 answer = server.answer(request)
             except QueryRefused as exc:
                 self._error(HttpQueryError(exc.code, str(exc)), query_id)

@@ -190,6 +190,9 @@ def test_grafana_style_requests(served: tuple[QueryServer, Database, str]) -> No
     assert response.status_code == 200, response.text
     assert response.headers["Content-Encoding"] == "gzip"
     assert response.headers["X-ClickHouse-Query-Id"] == "grafana-1"
+    injected = httpx.post(url(server), params={"query_id": "x\r\nSet-Cookie: a=b"},
+                          content=b"SELECT 1", auth=("pointsman", PASSWORD))
+    assert "set-cookie" not in injected.headers and injected.headers["X-ClickHouse-Query-Id"] != "x"
     data = json.loads(response.text)  # httpx undoes the gzip
     assert data["data"] == [[0], [1], [2]]  # limit=3 applied; UInt64 unquoted as asked
     native = httpx.post(f"http://pointsman:{PASSWORD}@127.0.0.1:{server.port}/",
