@@ -20,6 +20,7 @@ from infra.clickhouse_http import (
     query_request,
     response_encoding,
 )
+from infra.native_revision import BLOCK_INFO, Type, for_revision, parse_type
 from infra.query_server import SqlEndpointSettings, sql_password
 from infra.sql_guard import setting_refusal
 
@@ -181,3 +182,31 @@ def test_listen_addresses(listen: str, address: tuple[str, int]) -> None:
 def test_bad_listen_addresses_say_which_setting(listen: str) -> None:
     with pytest.raises(Exception, match="POINTSMAN_SQL_LISTEN"):
         SqlEndpointSettings(listen=listen).address()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("DateTime64(3, 'UTC')", Type("DateTime64", size=8)),
+    ("Decimal(20, 3)", Type("Decimal", size=16)),
+    ("Enum8('a,b' = 1, 'c' = 2)", Type("Enum8", size=1)),
+    ("FixedString(7)", Type("FixedString", size=7)),
+    ("Map(LowCardinality(String), Array(Nullable(UInt8)))",
+     Type("Map", (Type("LowCardinality", (Type("String"),)),
+                  Type("Array", (Type("Nullable", (Type("UInt8", size=1),)),))))),
+    ("Tuple(a String, `b c` UInt16)", Type("Tuple", (Type("String"), Type("UInt16", size=2)))),
+    ("Point", Type("Tuple", (Type("Float64", size=8), Type("Float64", size=8)))),
+    ("SimpleAggregateFunction(sum, UInt64)", Type("UInt64", size=8)),
+])
+def test_native_types_parse_to_their_layout(text: str, expected: Type) -> None:
+    assert parse_type(text) == expected
+
+
+def test_native_rewrite_walks_a_low_cardinality_column_of_several_granules() -> None:
+    """One column, 3 rows, as two granules: keys in the first, indexes only in the second."""
+    column = (b"\x01\x00\x00\x00\x00\x00\x00\x00"  # keys version
+              + (0 | 1 << 9).to_bytes(8, "little") + (2).to_bytes(8, "little") + b"\x01a\x01b"
+              + (2).to_bytes(8, "little") + b"\x00\x01"
+              + (0).to_bytes(8, "little") + (1).to_bytes(8, "little") + b"\x01")
+    block = b"\x01\x03" + b"\x01c" + b"\x16LowCardinality(String)" + column
+    assert for_revision(block, 54515) == BLOCK_INFO + block[:27] + b"\x00" + column
+    with pytest.raises(ValueError, match="truncated"):
+        for_revision(block[:-1], 54515)
