@@ -1,8 +1,9 @@
 """ClickHouse through clickhouse-connect: embedded chdb (`chdb:///dir`) or a server (`http://…`).
 
 The embedded engine locks its directory to one process. The process that holds it (the sink)
-also serves read-only SQL on 127.0.0.1 (see infra/query_server.py), and `open_reader` uses that
-endpoint when it is up, so `pointsman sql` and `report` work while the pipeline runs. The
+also serves it read-only over ClickHouse's own HTTP interface (infra/sql_http_server.py), so any
+ClickHouse client reads it, and `open_reader` (infra/query_server.py) uses that endpoint when it
+is up, so `pointsman sql` and `report` work while the pipeline runs. The
 directory holds every answer and prompt, so it is private to its owner (0700).
 
 Inserts translate what goes wrong into the error tree: `RowsRefused` when these rows cannot be

@@ -1,39 +1,99 @@
-"""Read-only SQL: over loopback HTTP from the one process that holds the embedded ClickHouse, or
-directly when none does.
+"""Read-only SQL: through the ClickHouse-compatible HTTP endpoint of the one process that holds the
+embedded ClickHouse (infra/sql_http_server.py), or directly when none does.
 
-The holder writes `<chdb dir>.endpoint.json` (port, pid, token; mode 0600). `open_reader` finds a
-live endpoint and sends queries there; with none, it opens the database itself. Either way a
-query runs through a `ReadOnlyReader`: its own session with ClickHouse's readonly=1 (which no
-query can lift) behind the `SqlGuard` (infra/sql_guard.py). Refusals are HTTP 403 on the endpoint.
+The holder writes `<chdb dir>.endpoint.json` (host, port, pid, user, password; mode 0600).
+`open_reader` finds a live endpoint there and reads through it with a stock clickhouse-connect
+HTTP client (`RemoteReader`), as any other ClickHouse client would; with none, it opens the
+database itself. Either way a query runs behind the `SqlGuard` (infra/sql_guard.py) in a session
+with ClickHouse's readonly=1, which no query can lift. A server DSN never uses the endpoint.
+
+The endpoint's password is POINTSMAN_SQL_PASSWORD, or one generated once into
+`<data dir>/sql_password` (0600); `endpoint_status` says where it listens and with what.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
+import logging
 import os
+import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import clickhouse_connect
-import httpx
-import msgspec
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
-from infra.clickhouse import Database, connect, embedded_dir, is_embedded
+from infra.clickhouse import connect, embedded_dir, is_embedded
 from infra.sql_guard import QueryRefused, SqlGuard
 from topics.errors import InfraError, PermanentError
+from topics.redact import register_secret
 
-_encoder = msgspec.json.Encoder(enc_hook=str)  # datetimes, decimals, UUIDs as text
+log = logging.getLogger(__name__)
+
+SQL_USER = "pointsman"
+PASSWORD_FILE_NAME = "sql_password"
+DEFAULT_LISTEN = "127.0.0.1:8123"
 
 
 class Reader(Protocol):
     def query(self, sql: str) -> tuple[list[str], list[Any]]: ...
+
+
+@dataclass(frozen=True)
+class SqlEndpointSettings:
+    """The sink's SQL endpoint. Env: POINTSMAN_SQL_LISTEN, POINTSMAN_SQL_PASSWORD."""
+
+    listen: str = DEFAULT_LISTEN  # host:port; port 0 takes a free one
+    password: str = field(default="", repr=False)  # empty: generated into password_file
+    password_file: Path = Path(PASSWORD_FILE_NAME)  # <data dir>/sql_password
+    user: str = SQL_USER
+
+    def address(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise InfraError(f"POINTSMAN_SQL_LISTEN must be host:port, got {self.listen!r}")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def settings_from_env(env: Mapping[str, str], data_dir: Path) -> SqlEndpointSettings:
+    """What `Config.sql_endpoint()` returns once config.py carries the two settings."""
+    return SqlEndpointSettings(
+        listen=env.get("POINTSMAN_SQL_LISTEN", DEFAULT_LISTEN),
+        password=env.get("POINTSMAN_SQL_PASSWORD", ""),
+        password_file=data_dir / PASSWORD_FILE_NAME,
+    )
+
+
+def sql_password(settings: SqlEndpointSettings) -> str:
+    """The configured password, or the generated one (created once, 0600, on first use)."""
+    if settings.password:
+        register_secret(settings.password)
+        return settings.password
+    file = settings.password_file
+    for _ in range(2):
+        try:
+            password = file.read_text().strip()
+        except FileNotFoundError:
+            password = ""
+        if password:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)  # nobody else may read it, whatever the umask made of it
+            register_secret(password)
+            return password
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: two processes starting at once agree on one password
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # another process wrote it first (or left it empty): read it again
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18) + "\n")
+    raise InfraError(f"{file} is empty: delete it, and a new SQL password is generated")
 
 
 def endpoint_file(dsn: str) -> Path:
@@ -90,81 +150,63 @@ def _connect_readonly_capable(dsn: str) -> Client:
         raise InfraError(f"cannot open ClickHouse: {str(exc).splitlines()[0]}") from None
 
 
-class QueryServer:
-    """Serves the holder's database read-only. Its reader is a second session on the same engine
-    (so readonly=1 never touches the writer's session) and shares the writer's lock, so reads
-    and inserts still take turns on the one engine as before."""
-
-    def __init__(self, database: Database, dsn: str) -> None:
-        self.reader = ReadOnlyReader(dsn, lock=database.lock)
-        self.file = endpoint_file(dsn)
-        self.token = secrets.token_hex(16)
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                if self.headers.get("X-Pointsman-Token") != server.token:
-                    self._reply(403, {"error": "bad token"})
-                    return
-                sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode(errors="replace")
-                try:
-                    columns, rows = server.reader.query(sql)
-                    self._reply(200, {"columns": columns, "rows": rows})
-                except QueryRefused as exc:
-                    self._reply(403, {"error": str(exc), "refused": True})
-                except PermanentError as exc:
-                    self._reply(400, {"error": str(exc)})
-                except Exception as exc:  # the caller gets a reason, not a dropped connection
-                    self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
-
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = _encoder.encode(body)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_args: Any) -> None:  # queries are not logged
-                pass
-
-        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-
-    def start(self) -> QueryServer:
-        self._thread.start()
-        port = self._http.server_address[1]
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"port": port, "pid": os.getpid(), "token": self.token}, f)
-        return self
-
-    def stop(self) -> None:
-        self.file.unlink(missing_ok=True)
-        self._http.shutdown()
-        self._http.server_close()
-        self.reader.close()
+# ---- the endpoint's side of the file ------------------------------------------------------
 
 
-@dataclass(frozen=True)
+def write_endpoint_file(file: Path, host: str, port: int, user: str, password: str) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"host": host, "port": port, "pid": os.getpid(), "user": user,
+                   "password": password}, f)
+
+
+# ---- reading through the endpoint ---------------------------------------------------------
+
+_SERVER_TEXT = re.compile(r"server response: (.*?)(?: \(for url [^)]*\))?\s*$", re.DOTALL)
+_VERSION = re.compile(r"\s*\(version [^)]*\)\s*$")
+_REFUSED = re.compile(r"DB::Exception: (refused: .*?)\.? \((?:READONLY|ACCESS_DENIED)\)", re.DOTALL)
+
+
 class RemoteReader:
-    port: int
-    token: str
+    """Reads through a live endpoint with a stock clickhouse-connect HTTP client."""
+
+    def __init__(self, host: str, port: int, user: str, password: str) -> None:
+        self.host, self.port, self.user = host, port, user
+        self._password = password
+        self._client: Client | None = None
 
     def query(self, sql: str) -> tuple[list[str], list[Any]]:
         try:
-            response = httpx.post(
-                f"http://127.0.0.1:{self.port}/", content=sql.encode(),
-                headers={"X-Pointsman-Token": self.token}, timeout=120,
-            )
-        except httpx.TransportError as exc:
+            if self._client is None:
+                self._client = clickhouse_connect.get_client(
+                    host=self.host, port=self.port, username=self.user, password=self._password,
+                    connect_timeout=10, send_receive_timeout=300)
+            result = self._client.query(sql)
+        except OperationalError as exc:
             raise InfraError(f"query endpoint not reachable: {exc}") from None
-        body = response.json()
-        if response.status_code != 200:
-            error = QueryRefused if body.get("refused") else PermanentError
-            raise error(body.get("error", response.text))
-        return body["columns"], body["rows"]
+        except DatabaseError as exc:
+            raise _translate(exc) from None
+        except ClickHouseError as exc:  # the client's own checks: a malformed result, say
+            raise PermanentError(str(exc)) from None
+        return list(result.column_names), result.result_rows
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _translate(exc: DatabaseError) -> Exception:
+    """The endpoint's `Code: N. DB::Exception: ...` as the error a direct read raises."""
+    text = str(exc)
+    found = _SERVER_TEXT.search(text)
+    server = _VERSION.sub("", found.group(1) if found else text).strip()
+    refused = _REFUSED.search(server)
+    if refused:
+        return QueryRefused(refused.group(1), int(getattr(exc, "code", 0) or 164))
+    if "(AUTHENTICATION_FAILED)" in server or "(REQUIRED_PASSWORD)" in server:
+        return InfraError(f"the SQL endpoint refused this process's credentials: {server}")
+    return PermanentError(server)
 
 
 def open_reader(dsn: str) -> Reader:
@@ -175,13 +217,23 @@ def open_reader(dsn: str) -> Reader:
     return ReadOnlyReader(dsn)
 
 
-def _live_endpoint(file: Path) -> RemoteReader | None:
+def _endpoint_info(file: Path) -> dict[str, Any] | None:
     try:
         info = json.loads(file.read_text())
         os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return None  # no file, or its process is gone
-    return RemoteReader(int(info["port"]), str(info["token"]))
+        int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no file, an old one, or its process is gone
+    return info if isinstance(info, dict) else None
+
+
+def _live_endpoint(file: Path) -> RemoteReader | None:
+    info = _endpoint_info(file)
+    if info is None or "password" not in info:
+        return None
+    register_secret(str(info["password"]))
+    return RemoteReader(str(info.get("host", "127.0.0.1")), int(info["port"]),
+                        str(info.get("user", SQL_USER)), str(info["password"]))
 
 
 def wait_for_endpoint(dsn: str, timeout_s: float = 60.0) -> Reader:
@@ -198,3 +250,20 @@ def wait_for_endpoint(dsn: str, timeout_s: float = 60.0) -> Reader:
     raise InfraError(
         f"no query endpoint for {embedded_dir(dsn)} after {timeout_s:.0f}s: is the sink running?"
     )
+
+
+def endpoint_status(settings: SqlEndpointSettings, dsn: str) -> list[str]:
+    """Lines for `pointsman status`: where a ClickHouse client connects, and with what."""
+    if not is_embedded(dsn):
+        return ["SQL: the ClickHouse server of POINTSMAN_CLICKHOUSE_DSN (no embedded endpoint)"]
+    info = _endpoint_info(endpoint_file(dsn))
+    if info is None:
+        where = f"not running (the sink serves it on {settings.listen})"
+    else:
+        where = f"http://{info.get('host', '127.0.0.1')}:{info['port']} (sink pid {info['pid']})"
+    password = sql_password(settings)
+    origin = ("set by POINTSMAN_SQL_PASSWORD" if settings.password
+              else f"generated, kept in {settings.password_file}")
+    shown = "(hidden)" if settings.password else password
+    return [f"SQL endpoint (ClickHouse HTTP, read-only): {where}",
+            f"  user {settings.user}, password {shown} ({origin})"]

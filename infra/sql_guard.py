@@ -9,8 +9,11 @@ ClickHouse-HTTP-compatible endpoint can reuse them.
 
 Allowed: SELECT / WITH / UNION / INTERSECT, SHOW, DESCRIBE, EXISTS and EXPLAIN of those.
 Refused: anything else, more than one statement, SETTINGS clauses, INTO OUTFILE, any table
-function not on a short allow list, and scalar functions that reach the filesystem, the network,
-other servers or dictionaries. This is the second layer: the session also runs with readonly=1.
+function not on a short allow list (url, s3, file, remote, mysql, postgresql, hdfs, jdbc, odbc,
+executable, ... are all refused), and scalar functions that reach the filesystem, the network,
+other servers or dictionaries. Settings sent beside a query (the HTTP endpoint's URL parameters)
+pass `setting_refusal`: limits, timeouts and output formatting only. This is the second layer:
+the session also runs with readonly=1.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from topics.errors import PermanentError
 
 
 class QueryRefused(PermanentError):
-    """A statement the read-only endpoint will not run; the text says why."""
+    """A statement the read-only endpoint will not run; the text says why. `code` is the
+    ClickHouse error code the HTTP endpoint answers with: READONLY (164) for a statement or a
+    setting, ACCESS_DENIED (497) for a function that reaches outside."""
+
+    def __init__(self, message: str, code: int = 164) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # Table functions that only generate rows or read this database's own tables.
@@ -90,8 +99,46 @@ class Policy:
         return f"table function {name} is not allowed"
 
 
-def _refuse(reason: str) -> QueryRefused:
-    return QueryRefused(f"refused: {reason}; the query endpoint is read-only")
+READONLY, ACCESS_DENIED = 164, 497
+
+
+def _refuse(reason: str, code: int = READONLY) -> QueryRefused:
+    return QueryRefused(f"refused: {reason}; the query endpoint is read-only", code)
+
+
+# ---- settings sent beside a query (HTTP URL parameters) -------------------------------------
+
+# Settings a client may send with a read: limits, timeouts, output formatting. Grafana sends
+# max_execution_time and limit; clickhouse-connect sends what system.settings says it may.
+# Everything else is refused: some settings read files (format_schema, format_template_*),
+# reach the network (format_avro_schema_registry_url) or show secrets.
+ALLOWED_SETTINGS = frozenset({
+    "limit", "offset", "max_execution_time", "max_execution_time_leaf", "timeout_overflow_mode",
+    "max_result_rows", "max_result_bytes", "result_overflow_mode", "max_rows_to_read",
+    "max_bytes_to_read", "read_overflow_mode", "max_block_size", "max_threads", "max_memory_usage",
+    "max_query_size", "extremes", "totals_mode", "join_use_nulls", "transform_null_in",
+    "aggregate_functions_null_for_empty", "prefer_column_name_to_alias", "session_timezone",
+    "date_time_output_format", "date_time_input_format", "cast_string_to_dynamic_use_inference",
+    "readonly",  # only to 1 or 2: the session runs at readonly=1 whatever is sent
+})
+_ALLOWED_SETTING_PREFIXES = ("output_format_", "format_csv_", "format_tsv_", "format_custom_")
+_DENIED_SETTINGS = frozenset({"output_format_schema"})  # writes the schema to a file
+
+
+def setting_refusal(name: str, value: str, known: frozenset[str] | None = None) -> QueryRefused | None:
+    """Why a setting sent with a query is refused, or None. `known`: the engine's setting names
+    (an unknown name is reported as such rather than as refused)."""
+    lower = name.lower()
+    if known is not None and name not in known:
+        return QueryRefused(f"Unknown setting '{name}'", code=115)
+    if lower == "readonly" and value.strip() not in ("1", "2"):
+        return QueryRefused("refused: Cannot modify 'readonly' setting in readonly mode; the query "
+                            "endpoint is read-only", READONLY)
+    if lower in ALLOWED_SETTINGS or (lower.startswith(_ALLOWED_SETTING_PREFIXES)
+                                     and lower not in _DENIED_SETTINGS):
+        return None
+    return QueryRefused(f"refused: Cannot modify '{name}' setting in readonly mode; the query "
+                        "endpoint is read-only", READONLY)
 
 
 # ---- the JSON AST (parseQueryToJSON) --------------------------------------------------------
@@ -118,12 +165,12 @@ def check_json_ast(tree: dict[str, Any], policy: Policy) -> None:
             reason = (policy.table_function_refusal(name) if key == "table_function"
                       else policy.function_refusal(name))
             if reason:
-                raise _refuse(reason)
+                raise _refuse(reason, ACCESS_DENIED)
         for field, value in node.items():  # a function named, not called: SELECT * APPLY(file)
             if "func" in field.lower() and isinstance(value, str):
                 reason = policy.function_refusal(value)
                 if reason:
-                    raise _refuse(reason)
+                    raise _refuse(reason, ACCESS_DENIED)
 
 
 def _explained(tree: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +228,7 @@ def check_text_ast(lines: Sequence[str], policy: Policy) -> None:
             reason = (policy.table_function_refusal(name) if after_table_expression
                       else policy.function_refusal(name))
             if reason:
-                raise _refuse(reason)
+                raise _refuse(reason, ACCESS_DENIED)
         after_table_expression = word == "TableExpression"
 
 
@@ -192,6 +239,7 @@ def check_text_ast(lines: Sequence[str], policy: Policy) -> None:
 Run = Callable[[str, dict[str, str]], Sequence[Sequence[Any]]]
 
 _NO_JSON_FORM = "not supported by parseQueryToJSON"  # parsed as one statement, but no JSON form
+_TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -214,8 +262,9 @@ class SqlGuard:
             self._policy = Policy.from_catalogue(tables, functions)
         return self._policy
 
-    def check(self, sql: str) -> None:
-        """Raise QueryRefused (or PermanentError for a syntax error) unless `sql` may run."""
+    def check(self, sql: str) -> str | None:
+        """Raise QueryRefused (or PermanentError for a syntax error) unless `sql` may run; return
+        the output format its FORMAT clause names, if any (the HTTP endpoint labels its answer)."""
         policy = self.policy()
         if self._has_json:
             try:
@@ -225,8 +274,10 @@ class SqlGuard:
                     raise _parse_failure(exc) from None
                 # DESCRIBE, SHOW CREATE, EXISTS, INSERT … VALUES: one statement; check its text tree
             else:
-                check_json_ast(json.loads(tree_text), policy)
-                return
+                tree = json.loads(tree_text)
+                check_json_ast(tree, policy)
+                named = tree.get("format_ast")
+                return str(named["name"]) if isinstance(named, dict) and "name" in named else None
         else:
             try:  # one statement only, checked without running anything
                 self.run("SELECT formatQuery({q:String})", {"q": sql})
@@ -237,6 +288,9 @@ class SqlGuard:
         except PermanentError as exc:  # e.g. SYSTEM takes no FORMAT; SETTINGS in a readonly session
             raise _refuse(f"this statement cannot be checked ({_first_line(exc)})") from None
         check_text_ast("\n".join(str(row[0]) for row in rows).split("\n"), policy)
+        # the text tree prints FORMAT as a bare identifier, like a table's: take it from the text
+        found = _TRAILING_FORMAT.search(sql)
+        return found.group(1) if found else None
 
 
 def _parse_failure(exc: PermanentError) -> PermanentError:

@@ -38,6 +38,9 @@ def down(config: Config) -> None:
 
 
 def status(config: Config) -> None:
+    from infra.query_server import endpoint_status
+    from pipeline.roles import sql_endpoint_settings
+
     broker = kafka.status(config.kafka())
     state = "running" if broker.running else "stopped"
     console.print(f"local Kafka: {state} at {broker.bootstrap} ({broker.detail})")
@@ -49,6 +52,8 @@ def status(config: Config) -> None:
             found = topics.get(spec.name)
             console.print(f"  {spec.name}: " +
                           (f"{len(found.partitions)} partitions" if found else "missing"))
+    for line in endpoint_status(sql_endpoint_settings(config), config.dsn):
+        console.print(line, markup=False, highlight=False)
 
 
 def run(config: Config, role: str) -> None:

@@ -24,6 +24,7 @@ from topics.redact import redact
 from workers.loop import StopFlag
 
 if TYPE_CHECKING:
+    from infra.query_server import SqlEndpointSettings
     from workers.answered import AnsweredIndex
     from workers.llm_worker import LlmWorkerSettings
     from workers.slm_worker import Generator, SlmWorkerSettings
@@ -194,18 +195,29 @@ def _prepare_llm(config: Config) -> Run:
     return run
 
 
+def sql_endpoint_settings(config: Config) -> SqlEndpointSettings:
+    """The SQL endpoint's settings: `Config.sql_endpoint()` once config.py carries them, until
+    then read here from POINTSMAN_SQL_LISTEN / POINTSMAN_SQL_PASSWORD."""
+    from infra.query_server import settings_from_env
+
+    from_config = getattr(config, "sql_endpoint", None)
+    return from_config() if callable(from_config) else settings_from_env(os.environ, config.data_dir)
+
+
 def _prepare_sink(config: Config) -> Run:
     from infra.clickhouse import Database, connect, is_embedded, migrate
-    from infra.query_server import QueryServer
+    from infra.sql_http_server import QueryServer
     from pipeline.sink import run_sink
 
     database = Database(connect(config.dsn))
     migrate(database.client)
     settings = config.sink()
+    endpoint = sql_endpoint_settings(config)
 
     def run(stop: StopFlag) -> None:
         # started only once the role runs: an endpoint is never left behind by a failed start
-        server = QueryServer(database, config.dsn).start() if is_embedded(config.dsn) else None
+        server = (QueryServer(database, config.dsn, endpoint).start()
+                  if is_embedded(config.dsn) else None)
         try:
             run_sink(settings, database, stop)
         finally:

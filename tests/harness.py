@@ -49,6 +49,7 @@ def pipeline_env(bootstrap: str, prefix: str, tmp_path: Path, tiny_model: Path,
         "POINTSMAN_TOPIC_PREFIX": prefix,
         "POINTSMAN_DATA_DIR": str(tmp_path / "data"),
         "POINTSMAN_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
+        "POINTSMAN_SQL_LISTEN": "127.0.0.1:0",  # each sink's SQL endpoint on a free port
         "POINTSMAN_SLM_MODEL": str(tiny_model),
         "POINTSMAN_SLM_THREADS": "1",
         "POINTSMAN_SLM_ESCALATE_BELOW": "0",

@@ -181,3 +181,39 @@ def test_the_writer_session_is_untouched(writer: Database, reader: ReadOnlyReade
     writer.insert("pointsman.schema_migrations", [["still-writable"]], ["name"])
     assert writer.query("SELECT getSetting('readonly')")[1] == [(0,)]
     assert ("still-writable",) in reader.query("SELECT name FROM pointsman.schema_migrations")[1]
+
+
+@pytest.mark.parametrize("sql, named", [
+    ("SELECT 1 FORMAT JSONCompact", "JSONCompact"),
+    ("SELECT 1\n FORMAT Native", "Native"),
+    ("SHOW TABLES FROM pointsman FORMAT JSON", "JSON"),
+    ("DESCRIBE TABLE pointsman.results FORMAT TSVWithNames", "TSVWithNames"),  # the text path
+    ("SELECT 'FORMAT JSON'", None),
+    ("SELECT 1", None),
+])
+def test_the_check_returns_the_format_the_statement_names(
+        guard: SqlGuard, sql: str, named: str | None) -> None:
+    """The HTTP endpoint labels its answer (X-ClickHouse-Format, Content-Type) with it."""
+    assert guard.check(sql) == named
+
+
+@pytest.mark.parametrize("sql, code", [
+    ("INSERT INTO pointsman.schema_migrations (name) VALUES ('x')", 164),
+    ("SET readonly = 0", 164),
+    ("SELECT 1 SETTINGS readonly = 0", 164),
+    ("SELECT * FROM file('/etc/passwd', 'LineAsString')", 497),
+    ("SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString', 'a String')", 497),
+    ("SELECT * FROM postgresql('127.0.0.1:9', 'd', 't', 'u', 'p')", 497),
+    ("SELECT * FROM hdfs('hdfs://127.0.0.1:9/x', 'TSV', 'a String')", 497),
+    ("SELECT * FROM jdbc('jdbc:x', 'd', 't')", 497),
+    ("SELECT * FROM odbc('DSN=x', 'd', 't')", 497),
+    ("SELECT * FROM s3Cluster('default', 'http://127.0.0.1:9/b/k')", 497),
+    ("SELECT * FROM sqlite('/etc/x.db', 't')", 497),
+    ("SELECT file('/etc/passwd')", 497),
+])
+def test_refusals_carry_the_clickhouse_code_the_endpoint_answers_with(
+        guard: SqlGuard, sql: str, code: int) -> None:
+    """READONLY for a statement or setting, ACCESS_DENIED for what reaches outside."""
+    with pytest.raises(QueryRefused) as refused:
+        guard.check(sql)
+    assert refused.value.code == code, str(refused.value)
