@@ -20,7 +20,6 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,15 +58,6 @@ class SqlEndpointSettings:
         if not sep or not port.isdigit() or int(port) > 65535:
             raise InfraError(f"POINTSMAN_SQL_LISTEN must be host:port, got {self.listen!r}")
         return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def settings_from_env(env: Mapping[str, str], data_dir: Path) -> SqlEndpointSettings:
-    """What `Config.sql_endpoint()` returns once config.py carries the two settings."""
-    return SqlEndpointSettings(
-        listen=env.get("POINTSMAN_SQL_LISTEN", DEFAULT_LISTEN),
-        password=env.get("POINTSMAN_SQL_PASSWORD", ""),
-        password_file=data_dir / PASSWORD_FILE_NAME,
-    )
 
 
 def sql_password(settings: SqlEndpointSettings) -> str:

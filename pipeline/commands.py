@@ -39,7 +39,6 @@ def down(config: Config) -> None:
 
 def status(config: Config) -> None:
     from infra.query_server import endpoint_status
-    from pipeline.roles import sql_endpoint_settings
 
     broker = kafka.status(config.kafka())
     state = "running" if broker.running else "stopped"
@@ -52,7 +51,7 @@ def status(config: Config) -> None:
             found = topics.get(spec.name)
             console.print(f"  {spec.name}: " +
                           (f"{len(found.partitions)} partitions" if found else "missing"))
-    for line in endpoint_status(sql_endpoint_settings(config), config.dsn):
+    for line in endpoint_status(config.sql_endpoint(), config.dsn):
         console.print(line, markup=False, highlight=False)
 
 

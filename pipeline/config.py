@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from infra.kafka import LocalKafkaConfig
+from infra.query_server import PASSWORD_FILE_NAME, SqlEndpointSettings
 from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
 from pipeline.sink import SinkSettings
@@ -35,6 +36,11 @@ ENV_DOC = {
     "POINTSMAN_DATA_DIR": "broker data, embedded ClickHouse, models (default ~/.local/share/pointsman)",
     "POINTSMAN_CLICKHOUSE_DSN": "chdb:///dir (embedded, default <data dir>/clickhouse) or "
     "http(s)://user:pass@host:8123",
+    "POINTSMAN_SQL_LISTEN": "host:port of the sink's read-only ClickHouse HTTP endpoint over the "
+    "embedded database (default 127.0.0.1:8123; 0 takes a free port; a taken port falls back to a "
+    "free one with a warning)",
+    "POINTSMAN_SQL_PASSWORD": "password of user pointsman on that endpoint (never logged; default: "
+    "one generated into <data dir>/sql_password, mode 0600, shown by pointsman status)",
     "POINTSMAN_ANSWER_RETENTION_DAYS": "days answers and dead-letter bodies are kept after the row is "
     "written (0 = forever; applied when the sink starts; default 90)",
     "POINTSMAN_MAX_QUERY_BYTES": "largest raw query message the router accepts, metadata included; "
@@ -93,6 +99,8 @@ class Config:
     data_dir: Path = Path(".pointsman")
     dsn: str = ""
     answer_retention_days: int = 90
+    sql_listen: str = "127.0.0.1:8123"
+    sql_password: str = field(default="", repr=False)
     max_query_bytes: int = 256 * 1024
     answered_lookback_s: float = 3600.0
     slm_model: Path = Path()
@@ -150,6 +158,8 @@ class Config:
             answered_lookback_s=float(env.get("POINTSMAN_ANSWERED_LOOKBACK_S", "3600")),
             max_query_bytes=int(env.get("POINTSMAN_MAX_QUERY_BYTES", str(256 * 1024))),
             answer_retention_days=int(env.get("POINTSMAN_ANSWER_RETENTION_DAYS", "90")),
+            sql_listen=env.get("POINTSMAN_SQL_LISTEN", "127.0.0.1:8123"),
+            sql_password=env.get("POINTSMAN_SQL_PASSWORD", ""),
             slm_model=Path(env.get("POINTSMAN_SLM_MODEL", data_dir / "models" / DEFAULT_MODEL)),
             slm_threads=int(env.get("POINTSMAN_SLM_THREADS", "2")),
             slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.4")),
@@ -192,7 +202,11 @@ class Config:
         upstream's key registers when the chat client is built: workers/llm_client.py). They are
         redacted from all output (topics/redact.py)."""
         password = urlsplit(self.dsn).password if "://" in self.dsn else None
-        return [s for s in (self.llm_api_key, password) if s]
+        return [s for s in (self.llm_api_key, password, self.sql_password) if s]
+
+    def sql_endpoint(self) -> SqlEndpointSettings:
+        return SqlEndpointSettings(listen=self.sql_listen, password=self.sql_password,
+                                   password_file=self.data_dir / PASSWORD_FILE_NAME)
 
     def group(self, role: str) -> str:
         return f"{self.topic_prefix}pointsman-{role}"

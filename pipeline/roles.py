@@ -24,7 +24,6 @@ from topics.redact import redact
 from workers.loop import StopFlag
 
 if TYPE_CHECKING:
-    from infra.query_server import SqlEndpointSettings
     from workers.answered import AnsweredIndex
     from workers.llm_worker import LlmWorkerSettings
     from workers.slm_worker import Generator, SlmWorkerSettings
@@ -195,15 +194,6 @@ def _prepare_llm(config: Config) -> Run:
     return run
 
 
-def sql_endpoint_settings(config: Config) -> SqlEndpointSettings:
-    """The SQL endpoint's settings: `Config.sql_endpoint()` once config.py carries them, until
-    then read here from POINTSMAN_SQL_LISTEN / POINTSMAN_SQL_PASSWORD."""
-    from infra.query_server import settings_from_env
-
-    from_config = getattr(config, "sql_endpoint", None)
-    return from_config() if callable(from_config) else settings_from_env(os.environ, config.data_dir)
-
-
 def _prepare_sink(config: Config) -> Run:
     from infra.clickhouse import Database, connect, is_embedded, migrate
     from infra.sql_http_server import QueryServer
@@ -212,7 +202,7 @@ def _prepare_sink(config: Config) -> Run:
     database = Database(connect(config.dsn))
     migrate(database.client)
     settings = config.sink()
-    endpoint = sql_endpoint_settings(config)
+    endpoint = config.sql_endpoint()
 
     def run(stop: StopFlag) -> None:
         # started only once the role runs: an endpoint is never left behind by a failed start
