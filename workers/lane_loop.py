@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.kafka_io import new_consumer
 from workers.lanes import LiveYield, Lookahead, plan_batch
-from workers.loop import Process, StopFlag, _until_done, _usable, next_offsets
+from workers.loop import Process, StopFlag, next_offsets, until_done, usable
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ class LaneLoopSettings:
     backfill_topic: str
     batch_size: int = 16
     batch_wait_s: float = 0.05
-    backfill_batch: int = 8  # a backfill micro-batch holds at most this many requests
+    backfill_batch: int = 4  # a backfill micro-batch's cap while live traffic is about
     yield_s: float = 0.5  # the backfill waits while live requests came within this window
+    calm_s: float = 30.0  # live away this long: backfill batches grow to batch_size
 
 
 class _Lanes:
@@ -45,7 +46,7 @@ class _Lanes:
         self.settings = settings
         self.live: deque[Message] = deque()
         self.backfill: deque[Message] = deque()
-        self.lookahead = Lookahead.of(max(settings.batch_size, 2 * settings.backfill_batch))
+        self.lookahead = Lookahead.of(2 * max(settings.batch_size, settings.backfill_batch))
         self.paused = False
 
     def read(self, timeout: float) -> bool:
@@ -62,7 +63,7 @@ class _Lanes:
     def _sort(self, messages: list[Message]) -> bool:
         live = False
         for message in messages:
-            if not _usable(message):
+            if not usable(message):
                 continue
             if message.topic() == self.settings.backfill_topic:
                 self.backfill.append(message)
@@ -97,25 +98,27 @@ def run_lane_loop(settings: LaneLoopSettings, process: Process, stop: StopFlag) 
     consumer = new_consumer(settings.bootstrap, settings.group,
                             [settings.live_topic, settings.backfill_topic], on_revoke=on_revoke)
     lanes = _Lanes(consumer, settings)
-    live_yield = LiveYield(settings.yield_s)
+    live_yield = LiveYield(settings.yield_s, settings.calm_s)
     try:
         while not stop.is_set():
             open_now = live_yield.backfill_open(time.monotonic())
             ready = lanes.live or (lanes.backfill and open_now)
             if lanes.read(0.0 if ready else settings.batch_wait_s):
                 live_yield.saw_live(time.monotonic())
-            open_now = live_yield.backfill_open(time.monotonic())
+            now = time.monotonic()
+            open_now = live_yield.backfill_open(now)
             lanes.set_paused(not open_now or lanes.lookahead.paused(len(lanes.backfill),
                                                                     lanes.paused))
             n_live, n_backfill = plan_batch(
                 live_waiting=len(lanes.live), backfill_waiting=len(lanes.backfill),
-                batch_size=settings.batch_size, backfill_batch=settings.backfill_batch,
-                backfill_open=open_now)
+                batch_size=settings.batch_size, backfill_open=open_now,
+                backfill_batch=live_yield.backfill_batch(now, short=settings.backfill_batch,
+                                                         full=settings.batch_size))
             batch = ([lanes.live.popleft() for _ in range(n_live)]
                      + [lanes.backfill.popleft() for _ in range(n_backfill)])
             if not batch:
                 continue
-            _until_done(batch, process, stop)
+            until_done(batch, process, stop)
             if n_live:  # the window counts from the live batch's delivery
                 live_yield.saw_live(time.monotonic())
             try:

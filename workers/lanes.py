@@ -14,11 +14,13 @@ So a live request arriving while the backfill is busy finds a free slot and star
 never for the backlog). With live idle, the backfill has the whole pool but the reserve: no
 starvation. The reserve is clamped to pool - 1, so even a pool of one slot serves the backfill.
 
-SLM worker (one engine, micro-batches in turn): a backfill batch runs only when no live
-request was delivered within the last `yield_s` (the router's backfill_yield_s rule, counted
-per message here because one SLM batch is slow), and is capped at `backfill_batch` requests,
-so a live request arriving meanwhile waits for one short batch at most. Live batches never
-carry backfill requests. A steady live stream with gaps shorter than `yield_s` holds the
+SLM worker (one engine, micro-batches in turn, none of which can be interrupted): a backfill
+batch runs only when no live request was delivered within the last `yield_s` (the router's
+backfill_yield_s rule, counted per message here because one SLM batch is slow). While live
+traffic was seen within `calm_s`, a backfill batch holds at most `backfill_batch` requests, so a
+live request arriving meanwhile waits for one short batch at most; once live has been away that
+long, backfill batches grow to the full batch size (the engine's best throughput). Live batches
+never carry backfill requests. A steady live stream with gaps shorter than `yield_s` holds the
 backfill; it resumes in the first gap, and `yield_s = 0` lets it fill every idle moment.
 
 Both workers pause the backfill partitions while their lookahead is full (librdkafka then drops
@@ -65,17 +67,24 @@ class Lookahead:
 
 
 class LiveYield:
-    """The SLM worker's yield window: the backfill waits while live traffic was seen recently."""
+    """The SLM worker's yield window: the backfill waits while live traffic was seen recently,
+    and runs short batches until live traffic has been away for `calm_s`."""
 
-    def __init__(self, yield_s: float) -> None:
+    def __init__(self, yield_s: float, calm_s: float = 30.0) -> None:
         self.yield_s = yield_s
-        self.busy_until = float("-inf")
+        self.calm_s = calm_s
+        self.last_live = float("-inf")
 
     def saw_live(self, now: float) -> None:
-        self.busy_until = max(self.busy_until, now + self.yield_s)
+        self.last_live = max(self.last_live, now)
 
     def backfill_open(self, now: float) -> bool:
-        return now >= self.busy_until
+        return now >= self.last_live + self.yield_s
+
+    def backfill_batch(self, now: float, *, short: int, full: int) -> int:
+        """The cap on the next backfill batch: `short` while live traffic is about, `full` once
+        it has been away `calm_s` (a backfill alone runs at the engine's best batch size)."""
+        return full if now >= self.last_live + self.calm_s else short
 
 
 def plan_batch(*, live_waiting: int, backfill_waiting: int, batch_size: int, backfill_batch: int,

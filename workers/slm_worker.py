@@ -64,10 +64,12 @@ class SlmWorkerSettings:
     llm_model: str = "gpt-4o-mini"
     prices: PriceTable = field(default_factory=PriceTable)  # with the upstreams file's overrides
     shadow_rate: float = 0.0  # share of served answers also sent to the LLM track to be judged
-    # live first (workers/lanes.py): a backfill micro-batch holds at most backfill_batch
-    # requests, and runs only when no live request came within backfill_yield_s
-    backfill_batch: int = 8
+    # live first (workers/lanes.py): a backfill micro-batch runs only when no live request came
+    # within backfill_yield_s, and holds at most backfill_batch requests until live traffic has
+    # been away for backfill_calm_s (then batch_size)
+    backfill_batch: int = 4
     backfill_yield_s: float = 0.5
+    backfill_calm_s: float = 30.0
 
 
 class SlmHandler:
@@ -197,6 +199,7 @@ def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generato
         settings.bootstrap, settings.group, settings.topics.route_slm,
         settings.topics.route_slm_backfill, settings.batch_size, settings.batch_wait_s,
         backfill_batch=settings.backfill_batch, yield_s=settings.backfill_yield_s,
+        calm_s=settings.backfill_calm_s,
     )
     handler = SlmHandler(settings, engine, settings.prices, answered)
     run_lane_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)

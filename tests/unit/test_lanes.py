@@ -75,6 +75,15 @@ def test_live_yield_holds_the_backfill_for_the_window_then_opens() -> None:
     assert gate.backfill_open(11.1)
 
 
+def test_backfill_batches_stay_short_while_live_is_about_and_grow_once_it_is_calm() -> None:
+    gate = LiveYield(0.5, calm_s=30.0)
+    assert gate.backfill_batch(0.0, short=4, full=16) == 16  # no live traffic yet
+    gate.saw_live(100.0)
+    assert gate.backfill_batch(100.6, short=4, full=16) == 4  # open again, but live is about
+    assert gate.backfill_batch(129.9, short=4, full=16) == 4
+    assert gate.backfill_batch(130.0, short=4, full=16) == 16
+
+
 def test_a_zero_window_lets_the_backfill_fill_every_idle_moment() -> None:
     gate = LiveYield(0.0)
     gate.saw_live(5.0)
