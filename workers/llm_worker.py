@@ -91,6 +91,7 @@ class LlmWorker:
         self._producer = producer
         self._stop = StopFlag()  # replaced by run()'s flag
         self._waiting: deque[Message] = deque()  # backfill requests read, not yet started
+        self._paused: dict[str, set[tuple[str, int]]] = {}  # lane topic -> partitions paused
         # shadow requests (topics/shadow.py): judged, never answered to the user, lowest priority
         self.shadows = ShadowRunner(settings.shadow, client, settings.prices, judge,
                                     live_calls=lambda: len(self.calls))
@@ -116,7 +117,6 @@ class LlmWorker:
         lanes = {topics.route_llm: self.settings.max_in_flight,
                  topics.route_shadow: self.settings.shadow.max_open}
         lookahead = Lookahead.of(self.client.settings.max_concurrency)
-        paused: set[str] = set()
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
@@ -125,10 +125,10 @@ class LlmWorker:
                 for topic, cap in lanes.items():
                     free = cap - self.tracker.in_flight_of(topic)
                     room += max(free, 0)
-                    self._set_paused(consumer, topic, free <= 0, paused)
+                    self._set_paused(consumer, topic, free <= 0)
                 backfill_paused = lookahead.paused(len(self._waiting),
-                                                   topics.route_llm_backfill in paused)
-                self._set_paused(consumer, topics.route_llm_backfill, backfill_paused, paused)
+                                                   topics.route_llm_backfill in self._paused)
+                self._set_paused(consumer, topics.route_llm_backfill, backfill_paused)
                 if not backfill_paused:
                     room += lookahead.high - len(self._waiting)
                 # timeout=0 never blocks: the event loop keeps serving the calls in flight; a paused
@@ -165,14 +165,18 @@ class LlmWorker:
         for _ in range(min(room, len(self._waiting))):
             self._start(self._waiting.popleft(), tasks)
 
-    @staticmethod
-    def _set_paused(consumer: Consumer, topic: str, pause: bool, paused: set[str]) -> None:
-        if pause:  # every time: a partition assigned since the last pause starts unpaused
-            consumer.pause(_of_topic(consumer, topic))
-            paused.add(topic)
-        elif topic in paused:
+    def _set_paused(self, consumer: Consumer, topic: str, pause: bool) -> None:
+        """Pause or resume a lane's partitions; pausing again touches only partitions assigned
+        since (they start unpaused), so a lane that stays paused costs no call per loop."""
+        if pause:
+            done = self._paused.setdefault(topic, set())
+            fresh = [tp for tp in _of_topic(consumer, topic) if (tp.topic, tp.partition) not in done]
+            if fresh:
+                consumer.pause(fresh)
+                done.update((tp.topic, tp.partition) for tp in fresh)
+        elif topic in self._paused:
             consumer.resume(_of_topic(consumer, topic))
-            paused.discard(topic)
+            del self._paused[topic]
 
     async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
         """Let open calls finish for the grace period, then cancel the rest: their offsets stay
@@ -365,6 +369,8 @@ class LlmWorker:
         # read but never started: the partition's next owner reads them from the committed offset
         self._waiting = deque(m for m in self._waiting
                               if (m.topic(), m.partition()) not in revoked)
+        for done in self._paused.values():  # assigned again, a partition starts unpaused
+            done -= revoked
 
 
 def _of_topic(consumer: Consumer, topic: str) -> list[TopicPartition]:
