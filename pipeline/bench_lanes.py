@@ -13,6 +13,7 @@ own run time shows it is not starved once live traffic is idle.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -53,7 +54,7 @@ class LanesBench:
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
