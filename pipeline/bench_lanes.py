@@ -127,13 +127,17 @@ def _live_phase(bench: LanesBench, producer: OutputProducer, results: _Results, 
         while (wait := started + (i + 1) * gap - time.monotonic()) > 0:
             results.poll(min(wait, 0.05))
     answered = results.wait(f"{name}-", bench.live, timeout=120)
-    latencies = [r.timings.total_ms for qid, r in results.seen.items() if qid.startswith(f"{name}-")]
+    mine = [r for qid, r in results.seen.items() if qid.startswith(f"{name}-")]
+    latencies = [r.timings.total_ms for r in mine]
     if not answered or not latencies:
         raise TimeoutError(f"{name}: {len(latencies)}/{bench.live} live queries answered in time")
-    errors = sum(1 for qid, r in results.seen.items() if qid.startswith(f"{name}-") and r.error)
-    return {"phase": name, "live": len(latencies), "errors": errors,
+    # where the slow ones spent their time: router queue, router, route topic, upstream call
+    stages = {stage: round(percentile([getattr(r.timings, stage) for r in mine], 99), 1)
+              for stage in ("queued_ms", "routed_ms", "wait_ms", "inference_ms")}
+    return {"phase": name, "live": len(latencies), "errors": sum(1 for r in mine if r.error),
             "p50_ms": round(percentile(latencies, 50), 1),
             "p99_ms": round(percentile(latencies, 99), 1), "max_ms": round(max(latencies), 1),
+            "p99_stage_ms": stages,
             "backfill_answered_meanwhile": results.count("bf-") - backfill_before}
 
 
@@ -218,11 +222,13 @@ def _print(console: Console, report: dict[str, Any]) -> None:
     table = Table(title=f"live latency, {s['track']} track, {s['live']} live queries at "
                   f"{s['rate_per_s']}/s, upstream {s['upstream_latency_ms']:.0f} ms, "
                   f"backfill of {s['backfill']}")
-    for column in ("phase", "live", "p50_ms", "p99_ms", "max_ms", "backfill answered meanwhile"):
+    for column in ("phase", "live", "p50_ms", "p99_ms", "max_ms", "p99 queued/routed/wait/call",
+                   "backfill answered meanwhile"):
         table.add_column(column)
     for row in (report["alone"], report["during_backfill"]):
+        stages = "/".join(f"{v:.0f}" for v in row["p99_stage_ms"].values())
         table.add_row(row["phase"], str(row["live"]), str(row["p50_ms"]), str(row["p99_ms"]),
-                      str(row["max_ms"]), str(row["backfill_answered_meanwhile"]))
+                      str(row["max_ms"]), stages, str(row["backfill_answered_meanwhile"]))
     console.print(table)
     b = report["backfill"]
     console.print(f"during/alone: p50 {report['ratio_p50']}x, p99 {report['ratio_p99']}x "

@@ -48,6 +48,8 @@ class _Lanes:
         self.backfill: deque[Message] = deque()
         self.lookahead = Lookahead.of(2 * max(settings.batch_size, settings.backfill_batch))
         self.paused = False
+        self.assigned: set[tuple[str, int]] = set()  # kept by the rebalance callbacks
+        self.paused_parts: set[tuple[str, int]] = set()
 
     def read(self, timeout: float) -> bool:
         """Read what is there (waiting up to `timeout` for a first message); True if live came."""
@@ -73,15 +75,25 @@ class _Lanes:
         return live
 
     def set_paused(self, pause: bool) -> None:
-        parts = [tp for tp in self.consumer.assignment() if tp.topic == self.settings.backfill_topic]
-        if pause:  # every time: a partition assigned since the last pause starts unpaused
-            self.consumer.pause(parts)
+        """Pausing again touches only backfill partitions assigned since (they start unpaused)."""
+        if pause:
+            fresh = [tp for tp in self.assigned
+                     if tp[0] == self.settings.backfill_topic and tp not in self.paused_parts]
+            if fresh:
+                self.consumer.pause([TopicPartition(t, p) for t, p in fresh])
+                self.paused_parts.update(fresh)
         elif self.paused:
-            self.consumer.resume(parts)
+            self.consumer.resume([TopicPartition(t, p) for t, p in self.paused_parts])
+            self.paused_parts.clear()
         self.paused = pause
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned -= revoked
+        self.paused_parts -= revoked  # assigned again, a partition starts unpaused
         for queue in (self.live, self.backfill):
             kept = [m for m in queue if (m.topic(), m.partition()) not in revoked]
             queue.clear()
@@ -95,8 +107,13 @@ def run_lane_loop(settings: LaneLoopSettings, process: Process, stop: StopFlag) 
         if lanes is not None:
             lanes.forget(partitions)
 
+    def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if lanes is not None:
+            lanes.assign(partitions)
+
     consumer = new_consumer(settings.bootstrap, settings.group,
-                            [settings.live_topic, settings.backfill_topic], on_revoke=on_revoke)
+                            [settings.live_topic, settings.backfill_topic],
+                            on_revoke=on_revoke, on_assign=on_assign)
     lanes = _Lanes(consumer, settings)
     live_yield = LiveYield(settings.yield_s, settings.calm_s)
     try:

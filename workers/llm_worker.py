@@ -92,6 +92,7 @@ class LlmWorker:
         self._stop = StopFlag()  # replaced by run()'s flag
         self._waiting: deque[Message] = deque()  # backfill requests read, not yet started
         self._paused: dict[str, set[tuple[str, int]]] = {}  # lane topic -> partitions paused
+        self._assigned: set[tuple[str, int]] = set()  # kept by the rebalance callbacks
         # shadow requests (topics/shadow.py): judged, never answered to the user, lowest priority
         self.shadows = ShadowRunner(settings.shadow, client, settings.prices, judge,
                                     live_calls=lambda: len(self.calls))
@@ -108,7 +109,7 @@ class LlmWorker:
         topics = self.settings.topics
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
                                 [topics.route_llm, topics.route_llm_backfill, topics.route_shadow],
-                                on_revoke=self._on_revoke)
+                                on_revoke=self._on_revoke, on_assign=self._on_assign)
         poller = asyncio.create_task(self.producer.poll_forever())
         tasks: set[asyncio.Task[None]] = set()
         # live requests up to max_in_flight, shadows up to their max_open: a full lane's
@@ -167,13 +168,14 @@ class LlmWorker:
 
     def _set_paused(self, consumer: Consumer, topic: str, pause: bool) -> None:
         """Pause or resume a lane's partitions; pausing again touches only partitions assigned
-        since (they start unpaused), so a lane that stays paused costs no call per loop."""
+        since (they start unpaused), so a lane that stays paused costs no call to librdkafka
+        per loop (even consumer.assignment() is a round trip to its thread)."""
         if pause:
             done = self._paused.setdefault(topic, set())
-            fresh = [tp for tp in _of_topic(consumer, topic) if (tp.topic, tp.partition) not in done]
+            fresh = [tp for tp in self._assigned if tp[0] == topic and tp not in done]
             if fresh:
-                consumer.pause(fresh)
-                done.update((tp.topic, tp.partition) for tp in fresh)
+                consumer.pause([TopicPartition(t, p) for t, p in fresh])
+                done.update(fresh)
         elif topic in self._paused:
             consumer.resume(_of_topic(consumer, topic))
             del self._paused[topic]
@@ -362,8 +364,12 @@ class LlmWorker:
         except KafkaException as exc:
             log.warning("commit failed (the new owner replays these): %s", exc)
 
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= revoked
         self._commit(consumer, revoked)
         self.tracker.forget(revoked)
         # read but never started: the partition's next owner reads them from the committed offset
