@@ -181,10 +181,10 @@ class PipelinedProducer:
 
 def new_consumer(bootstrap: str, group: str, topics: list[str], *,
                  on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+                 on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
                  **overrides: Any) -> Consumer:
     consumer = Consumer(consumer_config(bootstrap, group, **overrides))
-    if on_revoke is None:
-        consumer.subscribe(topics)
-    else:
-        consumer.subscribe(topics, on_revoke=on_revoke)
+    callbacks = {name: callback for name, callback in
+                 (("on_revoke", on_revoke), ("on_assign", on_assign)) if callback is not None}
+    consumer.subscribe(topics, **callbacks)
     return consumer

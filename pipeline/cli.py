@@ -74,13 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
     demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
-    bench.add_argument("what", choices=["router", "slm", "cache"])
+    bench.add_argument("what", choices=["router", "slm", "cache", "lanes"])
     bench.add_argument("--messages", type=int, default=100_000, help="router: messages to route")
     bench.add_argument("--batches", default="1,8,32", help="slm: batch sizes")
     bench.add_argument("--tokens", type=int, default=32, help="slm: new tokens per prompt")
     bench.add_argument("--threads", type=int, default=2, help="slm: onnxruntime threads")
     bench.add_argument("--kernels", action="store_true",
                        help="slm: time the model's weight MatMuls alone, fp32 vs int8 kernels")
+    bench.add_argument("--live", type=int, default=100, help="lanes: live queries per phase")
+    bench.add_argument("--rate", type=float, default=10.0, help="lanes: live queries per second")
+    bench.add_argument("--backfill", type=int, default=2000, help="lanes: backfill queries")
+    bench.add_argument("--latency-ms", type=float, default=200.0,
+                       help="lanes: how long each stand-in upstream call takes")
+    bench.add_argument("--track", choices=["llm", "slm", "both"], default="llm",
+                       help="lanes: the track the queries are routed to")
     bench.add_argument("--json", action="store_true")
     evaluate = sub.add_parser("eval", help="quality on labelled data: semantic cache, router, SLM "
                               "confidence, or the live pipeline end to end")
@@ -165,6 +172,12 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             return commands.demo(config, keep_running=args.keep_running)
         case "bench" if args.what == "router":
             commands.bench_router(config, messages=args.messages, as_json=args.json)
+        case "bench" if args.what == "lanes":
+            from pipeline.bench_lanes import LanesBench, run_bench_lanes
+
+            return run_bench_lanes(config, commands.console, LanesBench(
+                live=args.live, rate=args.rate, backfill=args.backfill,
+                latency_ms=args.latency_ms, track=args.track), as_json=args.json)
         case "bench" if args.what == "cache":
             from pipeline.eval.bench_cache import run_bench_cache
 

@@ -5,6 +5,11 @@ its offset is committed once it and every earlier one are done (workers/offsets.
 `max_in_flight` messages are open the consumer's partitions are paused, so a slow upstream
 builds lag in Kafka, not memory in this process. Identical queries in flight share one call.
 
+Live requests go first. Backfill-lane requests (route.llm.backfill) wait in a small local
+lookahead and start only while live calls leave `backfill_reserve` upstream slots free
+(workers/lanes.py), so a backlog of backfill calls never fills the upstream pool ahead of a live
+request; with live traffic idle the backfill has the whole pool but the reserve.
+
 Shadow requests (topics/shadow.py) come on their own topic, route.shadow, a lane with its own
 small cap (`shadow.max_open`, paused apart from the live lane) and concurrency: they never take
 a live request's slot, never hold back a live offset's commit, and start only while live calls
@@ -25,6 +30,7 @@ import asyncio
 import logging
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +48,7 @@ from topics.shadow import encode_evaluation
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
 from workers.coalesce import RecentAnswers
+from workers.lanes import Lookahead, backfill_room
 from workers.llm_client import ChatClient, LlmSettings
 from workers.loop import StopFlag
 from workers.offsets import OffsetTracker
@@ -66,6 +73,8 @@ class LlmWorkerSettings:
     answered_lookback_s: float = 3600.0  # the results topic read back this far: what is answered
     answered_warmup_s: float = 30.0
     shadow: ShadowSettings = field(default_factory=ShadowSettings)  # shadow calls' own limits
+    # upstream slots the backfill leaves free for live requests arriving (workers/lanes.py)
+    backfill_reserve: int = 2
 
 
 class LlmWorker:
@@ -81,6 +90,9 @@ class LlmWorker:
         self.calls: dict[str, asyncio.Future[Answer]] = {}  # fingerprint -> the call in flight
         self._producer = producer
         self._stop = StopFlag()  # replaced by run()'s flag
+        self._waiting: deque[Message] = deque()  # backfill requests read, not yet started
+        self._paused: dict[str, set[tuple[str, int]]] = {}  # lane topic -> partitions paused
+        self._assigned: set[tuple[str, int]] = set()  # kept by the rebalance callbacks
         # shadow requests (topics/shadow.py): judged, never answered to the user, lowest priority
         self.shadows = ShadowRunner(settings.shadow, client, settings.prices, judge,
                                     live_calls=lambda: len(self.calls))
@@ -97,34 +109,40 @@ class LlmWorker:
         topics = self.settings.topics
         consumer = new_consumer(self.settings.bootstrap, self.settings.group,
                                 [topics.route_llm, topics.route_llm_backfill, topics.route_shadow],
-                                on_revoke=self._on_revoke)
+                                on_revoke=self._on_revoke, on_assign=self._on_assign)
         poller = asyncio.create_task(self.producer.poll_forever())
         tasks: set[asyncio.Task[None]] = set()
-        # each lane has its own cap: live requests up to max_in_flight, shadows up to their
-        # max_open; a full lane's partitions are paused, so its lag stays in Kafka
+        # live requests up to max_in_flight, shadows up to their max_open: a full lane's
+        # partitions are paused, so its lag stays in Kafka. Backfill requests wait in a local
+        # lookahead and start only in the room live traffic leaves (workers/lanes.py).
         lanes = {topics.route_llm: self.settings.max_in_flight,
-                 topics.route_llm_backfill: self.settings.max_in_flight,
                  topics.route_shadow: self.settings.shadow.max_open}
-        paused: set[str] = set()
+        lookahead = Lookahead.of(self.client.settings.max_concurrency)
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
+                self._start_backfill(tasks)
                 room = 0
                 for topic, cap in lanes.items():
                     free = cap - self.tracker.in_flight_of(topic)
                     room += max(free, 0)
-                    if free <= 0:
-                        consumer.pause(_of_topic(consumer, topic))
-                        paused.add(topic)
-                    elif topic in paused:
-                        consumer.resume(_of_topic(consumer, topic))
-                        paused.discard(topic)
+                    self._set_paused(consumer, topic, free <= 0)
+                backfill_paused = lookahead.paused(len(self._waiting),
+                                                   topics.route_llm_backfill in self._paused)
+                self._set_paused(consumer, topics.route_llm_backfill, backfill_paused)
+                if not backfill_paused:
+                    room += lookahead.high - len(self._waiting)
                 # timeout=0 never blocks: the event loop keeps serving the calls in flight; a paused
                 # consumer still polls, which keeps it in the group
                 messages = consumer.consume(max(room, 1), timeout=0)
                 for message in messages:
-                    if message.error() is None:
+                    if message.error() is not None:
+                        continue
+                    if message.topic() == topics.route_llm_backfill:
+                        self._waiting.append(message)
+                    else:
                         self._start(message, tasks)
+                self._start_backfill(tasks)
                 if time.monotonic() - last_commit >= self.settings.commit_interval_s:
                     self._commit(consumer)
                     last_commit = time.monotonic()
@@ -135,6 +153,32 @@ class LlmWorker:
         finally:
             poller.cancel()
             consumer.close()
+
+    def _start_backfill(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Start waiting backfill requests while live traffic leaves room (workers/lanes.py).
+        They wait unstarted, so their offsets are not committed until they run."""
+        topics = self.settings.topics
+        room = backfill_room(
+            live=self.tracker.in_flight_of(topics.route_llm),
+            backfill=self.tracker.in_flight_of(topics.route_llm_backfill),
+            shadows=self.shadows.calling, pool=self.client.settings.max_concurrency,
+            max_in_flight=self.settings.max_in_flight, reserve=self.settings.backfill_reserve)
+        for _ in range(min(room, len(self._waiting))):
+            self._start(self._waiting.popleft(), tasks)
+
+    def _set_paused(self, consumer: Consumer, topic: str, pause: bool) -> None:
+        """Pause or resume a lane's partitions; pausing again touches only partitions assigned
+        since (they start unpaused), so a lane that stays paused costs no call to librdkafka
+        per loop (even consumer.assignment() is a round trip to its thread)."""
+        if pause:
+            done = self._paused.setdefault(topic, set())
+            fresh = [tp for tp in self._assigned if tp[0] == topic and tp not in done]
+            if fresh:
+                consumer.pause([TopicPartition(t, p) for t, p in fresh])
+                done.update(fresh)
+        elif topic in self._paused:
+            consumer.resume(_of_topic(consumer, topic))
+            del self._paused[topic]
 
     async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
         """Let open calls finish for the grace period, then cancel the rest: their offsets stay
@@ -321,10 +365,19 @@ class LlmWorker:
         except KafkaException as exc:
             log.warning("commit failed (the new owner replays these): %s", exc)
 
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= revoked
         self._commit(consumer, revoked)
         self.tracker.forget(revoked)
+        # read but never started: the partition's next owner reads them from the committed offset
+        self._waiting = deque(m for m in self._waiting
+                              if (m.topic(), m.partition()) not in revoked)
+        for done in self._paused.values():  # assigned again, a partition starts unpaused
+            done -= revoked
 
 
 def _of_topic(consumer: Consumer, topic: str) -> list[TopicPartition]:

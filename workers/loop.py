@@ -65,10 +65,10 @@ def run_loop(settings: LoopSettings, process: Process, stop: StopFlag) -> None:
     try:
         while not stop.is_set():
             messages = consumer.consume(settings.batch_size, timeout=settings.batch_wait_s)
-            batch = [m for m in messages if _usable(m)]
+            batch = [m for m in messages if usable(m)]
             if not batch:
                 continue
-            _until_done(batch, process, stop)
+            until_done(batch, process, stop)
             try:
                 consumer.commit(offsets=next_offsets(batch), asynchronous=False)
             except KafkaException as exc:
@@ -79,7 +79,7 @@ def run_loop(settings: LoopSettings, process: Process, stop: StopFlag) -> None:
         consumer.close()
 
 
-def _until_done(batch: list[Message], process: Process, stop: StopFlag) -> None:
+def until_done(batch: list[Message], process: Process, stop: StopFlag) -> None:
     delay = 0.5
     while True:
         try:
@@ -95,7 +95,7 @@ def _until_done(batch: list[Message], process: Process, stop: StopFlag) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def _usable(message: Message) -> bool:
+def usable(message: Message) -> bool:
     error = message.error()
     if error is None:
         return True

@@ -6,6 +6,8 @@ confidence is the engine's mean token probability checked against the question f
 output (workers.slm.confidence: loops, echoes, another script, empty answers).
 A share (`shadow_rate`) of the answers it serves also goes to the LLM track as a shadow request,
 which the LLM worker judges against its own answer (topics/shadow.py); the user sees only ours.
+Live requests go first: backfill-lane requests (route.slm.backfill) run in short micro-batches
+only while the live lane is idle (workers/lane_loop.py, workers/lanes.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from topics.shadow import shadow_chosen, shadow_request
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
 from workers.coalesce import Group, RecentAnswers, group_by_fingerprint
-from workers.loop import LoopSettings, StopFlag, producing, run_loop
+from workers.lane_loop import LaneLoopSettings, run_lane_loop
+from workers.loop import StopFlag, producing
 from workers.pricing import PriceTable, apportion
 from workers.slm.confidence import assess
 
@@ -61,6 +64,12 @@ class SlmWorkerSettings:
     llm_model: str = "gpt-4o-mini"
     prices: PriceTable = field(default_factory=PriceTable)  # with the upstreams file's overrides
     shadow_rate: float = 0.0  # share of served answers also sent to the LLM track to be judged
+    # live first (workers/lanes.py): a backfill micro-batch runs only when no live request came
+    # within backfill_yield_s, and holds at most backfill_batch requests until live traffic has
+    # been away for backfill_calm_s (then batch_size)
+    backfill_batch: int = 4
+    backfill_yield_s: float = 0.5
+    backfill_calm_s: float = 30.0
 
 
 class SlmHandler:
@@ -187,12 +196,11 @@ def run_slm_worker(settings: SlmWorkerSettings, stop: StopFlag, engine: Generato
         from workers.slm.engine import SlmEngine
 
         engine = SlmEngine(settings.model_dir, threads=settings.threads)
-    loop = LoopSettings(
-        settings.bootstrap, settings.group,
-        (settings.topics.route_slm, settings.topics.route_slm_backfill),
-        settings.batch_size, settings.batch_wait_s,
+    loop = LaneLoopSettings(
+        settings.bootstrap, settings.group, settings.topics.route_slm,
+        settings.topics.route_slm_backfill, settings.batch_size, settings.batch_wait_s,
+        backfill_batch=settings.backfill_batch, yield_s=settings.backfill_yield_s,
+        calm_s=settings.backfill_calm_s,
     )
     handler = SlmHandler(settings, engine, settings.prices, answered)
-    run_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)
-
-
+    run_lane_loop(loop, producing(handler, OutputProducer(settings.bootstrap)), stop)
