@@ -52,6 +52,15 @@ ENV_DOC = {
     "POINTSMAN_SLM_ESCALATE_BELOW": "SLM confidence under which a query goes to the LLM (default 0.4)",
     "POINTSMAN_SLM_BATCH": "most queries one SLM micro-batch takes from what is pending (default 16)",
     "POINTSMAN_SLM_BATCH_WAIT_MS": "longest wait to fill an SLM micro-batch (default 50)",
+    "POINTSMAN_SLM_BACKFILL_BATCH": "most backfill requests in one SLM micro-batch while live traffic "
+    "is about: a live request waits for at most one such batch (default 4)",
+    "POINTSMAN_SLM_BACKFILL_YIELD_MS": "the SLM worker runs backfill batches only when no live request "
+    "came within this window (default 500)",
+    "POINTSMAN_SLM_BACKFILL_CALM_S": "once live traffic has been away this long, SLM backfill batches "
+    "grow to the full batch size (default 30)",
+    "POINTSMAN_LLM_BACKFILL_RESERVE": "upstream slots the LLM worker keeps free for live requests "
+    "while a backfill runs: backfill calls start only in the room live calls leave, minus this "
+    "(default 2)",
     "POINTSMAN_LLM_BASE_URL": "OpenAI-compatible base URL, e.g. https://api.openai.com/v1 "
     "(default: a local stand-in serving the SLM)",
     "POINTSMAN_LLM_API_KEY": "API key for the LLM upstream (never logged or stored)",
@@ -108,6 +117,10 @@ class Config:
     slm_escalate_below: float = 0.4
     slm_batch: int = 16
     slm_batch_wait_ms: float = 50.0
+    slm_backfill_batch: int = 4
+    slm_backfill_yield_ms: float = 500.0
+    slm_backfill_calm_s: float = 30.0
+    llm_backfill_reserve: int = 2
     llm_base_url: str = ""  # empty: the llm role serves a local stand-in
     llm_api_key: str = field(default="", repr=False)
     llm_model: str = "gpt-4o-mini"
@@ -165,6 +178,10 @@ class Config:
             slm_escalate_below=float(env.get("POINTSMAN_SLM_ESCALATE_BELOW", "0.4")),
             slm_batch=int(env.get("POINTSMAN_SLM_BATCH", "16")),
             slm_batch_wait_ms=float(env.get("POINTSMAN_SLM_BATCH_WAIT_MS", "50")),
+            slm_backfill_batch=int(env.get("POINTSMAN_SLM_BACKFILL_BATCH", "4")),
+            slm_backfill_yield_ms=float(env.get("POINTSMAN_SLM_BACKFILL_YIELD_MS", "500")),
+            slm_backfill_calm_s=float(env.get("POINTSMAN_SLM_BACKFILL_CALM_S", "30")),
+            llm_backfill_reserve=int(env.get("POINTSMAN_LLM_BACKFILL_RESERVE", "2")),
             llm_base_url=env.get("POINTSMAN_LLM_BASE_URL", ""),
             llm_api_key=env.get("POINTSMAN_LLM_API_KEY", ""),
             llm_model=env.get("POINTSMAN_LLM_MODEL", "gpt-4o-mini"),
@@ -239,6 +256,9 @@ class Config:
             escalate_below=self.slm_escalate_below, group=self.group("slm"),
             batch_size=self.slm_batch, batch_wait_s=self.slm_batch_wait_ms / 1000,
             answered_lookback_s=self.answered_lookback_s,
+            backfill_batch=self.slm_backfill_batch,
+            backfill_yield_s=self.slm_backfill_yield_ms / 1000,
+            backfill_calm_s=self.slm_backfill_calm_s,
         )
 
     def llm(self, base_url: str | None = None) -> LlmWorkerSettings:
@@ -257,7 +277,8 @@ class Config:
                                 judge_embedder=self.judge_embedder)
         return LlmWorkerSettings(self.bootstrap, self.topics, llm, prices=prices,
                                  group=self.group("llm"), stop_grace_s=self.llm_stop_grace_s,
-                                 answered_lookback_s=self.answered_lookback_s, shadow=shadow)
+                                 answered_lookback_s=self.answered_lookback_s, shadow=shadow,
+                                 backfill_reserve=self.llm_backfill_reserve)
 
     def sink(self) -> SinkSettings:
         return SinkSettings(self.bootstrap, self.topics, self.dsn, group=self.group("sink"),
