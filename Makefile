@@ -24,8 +24,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# two workers, one module each at a time: most integration time is waiting on a broker or a
+# pipeline, so two run in about the time of one on two cores
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -16,7 +16,7 @@ from pipeline.sink import RESULT_COLUMNS, SinkWriter, dead_letter_row, result_ro
 from topics.codec import encode
 from topics.errors import RetryableError
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result
+from topics.schemas import DeadLetter, Query, Result
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,8 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
                             "FROM pointsman.results ORDER BY query_id")[1]
     assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
                                         "003_results_key_with_fingerprint.sql",
-                                        "004_counterfactual_cost.sql", "005_evaluations.sql"]
+                                        "004_counterfactual_cost.sql", "005_evaluations.sql",
+                                        "006_lanes_jobs_prompts.sql"]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -239,15 +240,17 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
                           "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1,)]
 
 
-# the results columns before 004_counterfactual_cost.sql
-LEGACY_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("all_llm_cost_usd", "slm_cost_usd")]
+# the results columns that 006_lanes_jobs_prompts.sql adds, and those before it and 004
+COLUMNS_006 = ("lane", "job", "prompt", "messages", "max_tokens", "temperature", "metadata")
+COLUMNS_005 = [c for c in RESULT_COLUMNS if c not in COLUMNS_006]
+LEGACY_COLUMNS = [c for c in COLUMNS_005 if c not in ("all_llm_cost_usd", "slm_cost_usd")]
 
 
-def insert_legacy(database: Database, rows: list[Result]) -> None:
-    """Rows as a sink before migration 004 wrote them."""
-    values = [[v for c, v in zip(RESULT_COLUMNS, result_row(r), strict=True) if c in LEGACY_COLUMNS]
+def insert_legacy(database: Database, rows: list[Result], columns: list[str] = LEGACY_COLUMNS) -> None:
+    """Rows as a sink before migration 004 (or another, by its columns) wrote them."""
+    values = [[v for c, v in zip(RESULT_COLUMNS, result_row(r), strict=True) if c in columns]
               for r in rows]
-    database.insert("pointsman.results", values, LEGACY_COLUMNS)
+    database.insert("pointsman.results", values, columns)
 
 
 def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
@@ -286,6 +289,33 @@ def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
     )[1] == [(1, 0.0001, 0.002)]
 
 
+def test_a_database_at_005_gains_lanes_jobs_and_prompts_in_place_without_loss(
+        opened: Opener, tmp_path: Path) -> None:
+    database = opened(tmp_path / "clickhouse", upto="005_evaluations.sql")
+    now = time.time()
+    old = [result(f"r{i}", submitted_at=now - i * 3_600, completed_at=now, cost_usd=0.001 * i,
+                  all_llm_cost_usd=0.01 * i) for i in range(20)]
+    insert_legacy(database, old, COLUMNS_005)
+    every = f"SELECT {', '.join(COLUMNS_005)}, inserted_at FROM pointsman.results ORDER BY query_id"
+    before = database.query(every)[1]
+    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql"]
+    # a crash after its statements ran but before it was recorded: the rerun must be harmless
+    database.command("DELETE FROM pointsman.schema_migrations "
+                     "WHERE name = '006_lanes_jobs_prompts.sql'")
+    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql"]
+    assert database.query(every)[1] == before  # every old row, every value, untouched
+    assert database.query(  # old rows read as live traffic of no job, their prompt unknown
+        "SELECT DISTINCT lane, job, prompt, messages, max_tokens, length(metadata) "
+        "FROM pointsman.results")[1] == [("live", "", "", "", 0, 0)]
+    assert retention_days(database, "results", "prompt") == 90
+    fresh = result("new", submitted_at=now, lane="backfill", job="hist",
+                   query=Query(text="what was asked", max_tokens=7, metadata={"k": "v"}, job="hist"))
+    SinkWriter(database, TOPICS)(messages([fresh]))
+    assert [list(r) for r in database.query(
+        "SELECT lane, job, prompt, max_tokens, metadata FROM pointsman.results "
+        "WHERE query_id = 'new'")[1]] == [["backfill", "hist", "what was asked", 7, {"k": "v"}]]
+
+
 def test_the_report_computes_savings_per_route_and_in_total(db: Database) -> None:
     from pipeline.report import collect
 
@@ -308,7 +338,8 @@ def test_the_report_computes_savings_per_route_and_in_total(db: Database) -> Non
 
 def test_retention_is_a_setting_applied_only_when_it_differs(db: Database) -> None:
     assert apply_retention(db, 90) == []
-    bodies = ["results.answer", "dead_letters.raw", "evaluations.question",
+    bodies = ["results.answer", "results.prompt", "results.messages", "dead_letters.raw",
+              "evaluations.question",
               "evaluations.served_answer", "evaluations.shadow_answer"]
     assert apply_retention(db, 30) == bodies
     assert retention_days(db, "results", "answer") == 30
