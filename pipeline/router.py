@@ -59,6 +59,9 @@ class RouterSettings:
     cache_warmup_s: float = 30.0  # at most this long waiting for the cache replay at start
     # backfill yields to live traffic: it waits while the live lane had a full batch recently
     backfill_yield_s: float = 0.5
+    # and takes small batches: a live query that arrives meanwhile waits for one of them at most
+    # (both agents share one event loop; routing 2000 queries holds it for a few hundred ms)
+    backfill_batch_size: int = 100
     stop_grace_s: float = 10.0  # after SIGTERM, exit without the final commit if still stopping
     # how soon the group gives a dead router's partitions to its restart (Faust's default: 60 s)
     session_timeout_s: float = 15.0
@@ -111,7 +114,8 @@ def build_app(settings: RouterSettings) -> faust.App:
             await asyncio.sleep(0.05)
         previous: asyncio.Task[None] | None = None
         try:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait_s):
+            size = settings.batch_size if live else settings.backfill_batch_size
+            async for events in stream.noack_take(size, within=settings.batch_wait_s):
                 if live and len(events) >= settings.batch_size:
                     live_busy_until = time.monotonic() + settings.backfill_yield_s
                 batch = [_incoming(event) for event in events]
