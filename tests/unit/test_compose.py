@@ -9,6 +9,7 @@ import re
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,20 @@ def test_dashboard_numbers_are_right_on_known_rows(database: Database) -> None:
     assert latency == {"cache": 3, "llm": 900, "semantic_cache": 8, "slm": 120}
     letters = {r["reason_kind"]: r["letters"] for r in _rows(database, "Dead letters by reason")}
     assert letters == {"invalid query": 2, "row refused": 1}
+
+
+# the plugin's target fields (sqlds formats: 0 time series, 1 table; queryType as its editor
+# writes it): a time series comes back long (time, labels..., values) and the plugin widens it
+FORMATS = {"timeseries": (0, "timeSeries"), "barchart": (1, "table"), "table": (1, "table")}
+
+
+@pytest.mark.parametrize("panel", DASHBOARD["panels"], ids=lambda p: p["title"])
+def test_dashboard_targets_match_their_panel(panel: dict[str, Any], database: Database) -> None:
+    (target,) = panel["targets"]
+    assert target["editorType"] == "sql"
+    assert (target["format"], target["queryType"]) == FORMATS[panel["type"]]
+    columns, rows = database.query(expand(target["rawSql"]))
+    if panel["type"] == "timeseries":
+        assert columns[0] == "time" and isinstance(rows[0][0], datetime)
+    else:
+        assert all(isinstance(v, int | float) for v in rows[0][1:]), "a bar chart needs numbers"
