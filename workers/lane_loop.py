@@ -16,11 +16,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra.kafka_io import new_consumer
 from workers.lanes import LiveYield, Lookahead, plan_batch
-from workers.loop import Process, StopFlag, next_offsets, until_done, usable
+from workers.loop import Process, StopFlag, finish, usable
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +135,8 @@ def run_lane_loop(settings: LaneLoopSettings, process: Process, stop: StopFlag) 
                      + [lanes.backfill.popleft() for _ in range(n_backfill)])
             if not batch:
                 continue
-            until_done(batch, process, stop)
+            finish(consumer, batch, process, stop)
             if n_live:  # the window counts from the live batch's delivery
                 live_yield.saw_live(time.monotonic())
-            try:
-                consumer.commit(offsets=next_offsets(batch), asynchronous=False)
-            except KafkaException as exc:
-                # lost the partitions in a rebalance: the new owner redoes the batch and the
-                # duplicates collapse on query id downstream
-                log.warning("commit failed, batch will be redelivered: %s", exc)
     finally:
         consumer.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from infra.kafka_io import Outgoing, OutputProducer, new_consumer
 from topics.errors import RetryableError
@@ -66,17 +66,21 @@ def run_loop(settings: LoopSettings, process: Process, stop: StopFlag) -> None:
         while not stop.is_set():
             messages = consumer.consume(settings.batch_size, timeout=settings.batch_wait_s)
             batch = [m for m in messages if usable(m)]
-            if not batch:
-                continue
-            until_done(batch, process, stop)
-            try:
-                consumer.commit(offsets=next_offsets(batch), asynchronous=False)
-            except KafkaException as exc:
-                # lost the partitions in a rebalance: the new owner redoes the batch and the
-                # duplicates collapse on query id downstream
-                log.warning("commit failed, batch will be redelivered: %s", exc)
+            if batch:
+                finish(consumer, batch, process, stop)
     finally:
         consumer.close()
+
+
+def finish(consumer: Consumer, batch: list[Message], process: Process, stop: StopFlag) -> None:
+    """Process the batch until it is done, then commit past it."""
+    until_done(batch, process, stop)
+    try:
+        consumer.commit(offsets=next_offsets(batch), asynchronous=False)
+    except KafkaException as exc:
+        # lost the partitions in a rebalance: the new owner redoes the batch and the
+        # duplicates collapse on query id downstream
+        log.warning("commit failed, batch will be redelivered: %s", exc)
 
 
 def until_done(batch: list[Message], process: Process, stop: StopFlag) -> None:
