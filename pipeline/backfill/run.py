@@ -43,6 +43,7 @@ from topics.schemas import DeadLetter, JobState, JobStatus
 
 RESULTS_LOOKBACK_S = 900.0  # answers produced before the run and not yet stored are read back
 CHECKPOINT_EVERY_S = 1.0
+STALL_WARNING_S = 60.0
 
 
 class JobConflict(Exception):
@@ -178,7 +179,8 @@ class JobRun:
                 if self.settings.wait:
                     self._follow(progress)
         except KeyboardInterrupt:
-            self._save(state, "paused")
+            if state.status == "running":  # stopped while sending (not while following answers)
+                self._save(state, "paused")
             raise
         finally:
             feed.stop()
@@ -271,11 +273,22 @@ class JobRun:
         self.pending = {i for i in self.pending if not self.tally.has(i)}
 
     def _follow(self, progress: _Bars) -> None:
+        answered, since = self.tally.answered, time.monotonic()
+        warned = False
         while True:
             self._prune()
             progress.update(None, self.tally, len(self.pending))
             if not self.pending:
                 return
+            if self.tally.answered != answered:
+                answered, since, warned = self.tally.answered, time.monotonic(), False
+            elif not warned and time.monotonic() - since > STALL_WARNING_S:
+                # the roles may be down, or a query failed before it had a result: say so, keep going
+                self.console.print(
+                    f"[yellow]no answer for {STALL_WARNING_S:.0f} s with {len(self.pending)} "
+                    "queries out: are the pipeline's roles running? Ctrl-C stops waiting; "
+                    f"`pointsman backfill status {self.settings.name}` follows them later[/yellow]")
+                warned = True
             time.sleep(0.2)
 
     def _progress(self) -> _Bars:
