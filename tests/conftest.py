@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from infra import kafka
-from tests.harness import TEST_PORT, Pipeline, pipeline_env
+from tests.harness import TEST_PORT, Pipeline, free_port_pair, pipeline_env
 from topics.admin import ensure_topics
+from topics.errors import InfraError
 from topics.names import Topics
 
 
@@ -56,10 +57,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def broker_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.LocalKafkaConfig]:
-    cfg = kafka.LocalKafkaConfig(
-        home=tmp_path_factory.mktemp("kafka"), port=TEST_PORT, controller_port=TEST_PORT + 1
-    )
-    kafka.start(cfg)
+    # two xdist workers may draw the same free pair at the same moment: the one that finds it
+    # taken draws again (a port pinned by POINTSMAN_TEST_KAFKA_PORT is not redrawn)
+    home = tmp_path_factory.mktemp("kafka")
+    port = TEST_PORT
+    for attempt in range(5):
+        cfg = kafka.LocalKafkaConfig(home=home, port=port, controller_port=port + 1)
+        try:
+            kafka.start(cfg)
+            break
+        except InfraError as exc:
+            if "already in use" not in str(exc) or attempt == 4 or os.environ.get(
+                    "POINTSMAN_TEST_KAFKA_PORT"):
+                raise
+            port = free_port_pair()
     yield cfg
     kafka.stop(cfg)
 

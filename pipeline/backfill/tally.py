@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from infra.query_server import Reader
+from topics.errors import PointsmanError
 from topics.schemas import Result
 
 
@@ -45,9 +46,14 @@ class JobTally:
     def seed(self, reader: Reader) -> None:
         """What ClickHouse holds for the job already."""
         quoted = self.job.replace("\\", "\\\\").replace("'", "\\'")
-        _, rows = reader.query(
-            "SELECT query_id, cost_usd, error != '', route FROM pointsman.results FINAL "
-            f"WHERE job = '{quoted}'")
+        try:
+            _, rows = reader.query(
+                "SELECT query_id, cost_usd, error != '', route FROM pointsman.results FINAL "
+                f"WHERE job = '{quoted}'")
+        except PointsmanError as exc:
+            if "UNKNOWN_DATABASE" not in str(exc) and "UNKNOWN_TABLE" not in str(exc):
+                raise
+            return  # no sink has made the database yet: nothing is answered
         with self._lock:
             for query_id, cost, error, route in rows:
                 if str(query_id) not in self._answers:  # the topic's copy is as new or newer

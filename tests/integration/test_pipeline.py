@@ -88,6 +88,7 @@ def test_sql_and_report_work_while_sink_holds_the_database(pipeline: Pipeline, b
 
 def test_backfill_lane_and_produce_commands(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.start("sink", "router", "slm")
+    pipeline.reader()  # the sink holds the database: the CLI reads through its endpoint
     file = tmp_path / "history.jsonl"
     file.write_text("\n".join(json.dumps({"id": f"b{i}", "text": f"old question {i}",
                                           "max_tokens": 4}) for i in range(50)) + "\nnot json\n")

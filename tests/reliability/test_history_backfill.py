@@ -31,6 +31,7 @@ def test_ten_years_of_history_keep_their_answers_and_dates(pipeline: Pipeline, b
                                                           tmp_path: Path) -> None:
     pipeline.env["POINTSMAN_ROUTING_POLICY"] = "always-slm"
     pipeline.start("sink", "router", "slm")
+    pipeline.reader()  # the sink holds the database: the CLI reads through its endpoint
     history = tmp_path / "history.jsonl"
     history.write_text("".join(json.dumps({
         "id": f"hist-{i}", "tenant": "acme", "text": f"historic question number {i}",
