@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
     demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
-    bench.add_argument("what", choices=["router", "slm", "cache", "lanes"])
+    bench.add_argument("what", choices=["router", "slm", "cache", "lanes", "sink"])
+    bench.add_argument("--rows", type=int, default=200_000, help="sink: results to ingest")
     bench.add_argument("--messages", type=int, default=100_000, help="router: messages to route")
     bench.add_argument("--batches", default="1,8,32", help="slm: batch sizes")
     bench.add_argument("--tokens", type=int, default=32, help="slm: new tokens per prompt")
@@ -178,6 +179,10 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             return run_bench_lanes(config, commands.console, LanesBench(
                 live=args.live, rate=args.rate, backfill=args.backfill,
                 latency_ms=args.latency_ms, track=args.track), as_json=args.json)
+        case "bench" if args.what == "sink":
+            from pipeline.bench_sink import run_bench_sink
+
+            return run_bench_sink(config, commands.console, rows=args.rows, as_json=args.json)
         case "bench" if args.what == "cache":
             from pipeline.eval.bench_cache import run_bench_cache
 
