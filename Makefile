@@ -24,10 +24,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# two workers, one module each at a time: most integration time is waiting on a broker or a
-# pipeline, so two run in about the time of one on two cores
+# two workers, one module each at a time, in collection order (tests/conftest.py puts the
+# demo's module, the longest, first): most integration time is waiting on a broker or a pipeline
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadscope
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) *.egg-info
