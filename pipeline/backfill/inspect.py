@@ -37,8 +37,8 @@ def job_status(reader: Reader, name: str) -> dict[str, Any] | None:
         "job": name, **state,
         "answered": sum(routes.values()),
         "errors": sum(int(row[2]) for row in answers),
-        "cost_usd": round(sum(float(row[3]) for row in answers), 6),
-        "all_llm_cost_usd": round(sum(float(row[4]) for row in answers), 6),
+        "cost_usd": round(sum(float(row[3]) for row in answers), 10),
+        "all_llm_cost_usd": round(sum(float(row[4]) for row in answers), 10),
         "routes": routes,
     }
 
