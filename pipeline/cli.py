@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report = sub.add_parser("report", help="per-route counts, latency, cache hits, cost")
     report.add_argument("--json", action="store_true")
+    report.add_argument("--png", type=Path, metavar="FILE",
+                        help="also draw latency per route, cost against all-LLM, route share and "
+                             "cache hit rate over time into FILE")
+    report.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write the report and those plots as one HTML page")
     demo = sub.add_parser("demo", help="start everything, push a sample workload, print the report")
     demo.add_argument("--keep-running", action="store_true", help="leave broker and roles up")
     bench = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
@@ -168,7 +173,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             columns, rows = commands.sql(config, args.query)
             _print_rows(columns, rows, args.format)
         case "report":
-            commands.report(config, as_json=args.json)
+            commands.report(config, as_json=args.json, png=args.png, html=args.html)
         case "demo":
             return commands.demo(config, keep_running=args.keep_running)
         case "bench" if args.what == "router":

@@ -214,15 +214,28 @@ def sql(config: Config, query: str) -> tuple[list[str], list[Any]]:
     return open_reader(config.dsn).query(query)
 
 
-def report(config: Config, *, as_json: bool = False) -> None:
+def report(config: Config, *, as_json: bool = False, png: Path | None = None,
+           html: Path | None = None) -> None:
     from infra.query_server import open_reader
     from pipeline import report as report_module
 
-    data = report_module.collect(open_reader(config.dsn))
+    reader = open_reader(config.dsn)
+    data = report_module.collect(reader)
     if as_json:
         sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
     else:
         report_module.render(data, console)
+    if png is not None or html is not None:
+        from pipeline import report_plots
+
+        series = report_plots.collect_series(reader)
+        if png is not None:
+            report_plots.write_png(series, png)
+        if html is not None:
+            report_plots.write_html(data, series, html)
+        written = " and ".join(str(p) for p in (png, html) if p is not None)
+        # to stderr, so --json output stays one JSON document
+        Console(stderr=True).print(f"wrote {written}")
 
 
 def prepare_model(config: Config, *, quantize: bool = True, force: bool = False) -> Path:
