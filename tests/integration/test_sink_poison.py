@@ -221,7 +221,7 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
     assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
                                         "003_results_key_with_fingerprint.sql",
                                         "004_counterfactual_cost.sql", "005_evaluations.sql",
-                                        "006_lanes_jobs_prompts.sql"]
+                                        "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -234,10 +234,18 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
     assert retention_days(database, "dead_letters", "raw") == 90
     tables = {r[0] for r in database.query("SHOW TABLES FROM pointsman")[1]}
     assert "results_rebuild" not in tables and "results_per_minute_mv" in tables
-    # the per-minute view still fills from the swapped-in table
+    # the per-minute rollup is computed from the swapped-in table, old rows included
     SinkWriter(database, TOPICS)(messages([result("new", submitted_at=1.8e9)]))
-    assert database.query("SELECT countMerge(queries) FROM pointsman.results_per_minute "
+    refresh_rollup(database)
+    assert database.query("SELECT sum(queries) FROM pointsman.results_per_minute")[1] == [(31,)]
+    assert database.query("SELECT queries FROM pointsman.results_per_minute "
                           "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1,)]
+
+
+def refresh_rollup(database: Database) -> None:
+    """What the rollup's refresh does every minute, now."""
+    database.command("SYSTEM REFRESH VIEW pointsman.results_per_minute_mv")
+    database.command("SYSTEM WAIT VIEW pointsman.results_per_minute_mv")
 
 
 # the results columns that 006_lanes_jobs_prompts.sql adds, and those before it and 004
@@ -264,29 +272,52 @@ def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
              "cost_usd, fingerprint, submitted_at, completed_at, inserted_at "
              "FROM pointsman.results ORDER BY query_id")
     before = database.query(every)[1]
-    rollup = ("SELECT countMerge(queries), round(sumMerge(cost_usd), 6) "
-              "FROM pointsman.results_per_minute")
-    rolled = database.query(rollup)[1]
     assert migrate(database.client)[:1] == ["004_counterfactual_cost.sql"]
     assert migrate(database.client) == []  # recorded: a restart does not run it again
-    # a crash after its statements ran but before it was recorded: the rerun must be harmless
-    database.command("DELETE FROM pointsman.schema_migrations "
-                     "WHERE name = '004_counterfactual_cost.sql'")
-    assert migrate(database.client) == ["004_counterfactual_cost.sql"]
+    # a crash after its statements ran but before it was recorded (so none after it ran either):
+    # the rerun must be harmless
+    database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '004'")
+    assert migrate(database.client) == ["004_counterfactual_cost.sql", "005_evaluations.sql",
+                                        "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
     assert database.query(every)[1] == before  # every old row, every value, untouched
     assert database.query("SELECT count(), sum(all_llm_cost_usd), sum(slm_cost_usd) "
                           "FROM pointsman.results")[1] == [(20, 0.0, 0.0)]  # old rows: unknown
-    assert database.query(rollup)[1] == rolled  # the rollup kept what it had
-    # new rows land with both columns, and the per-minute view now sums the counterfactual
+    # new rows land with both columns, and the per-minute rollup sums the counterfactual
     fresh = result("new", submitted_at=1.8e9, cost_usd=0.0001, all_llm_cost_usd=0.002,
                    slm_cost_usd=0.0001)
     SinkWriter(database, TOPICS)(messages([fresh]))
     assert database.query("SELECT all_llm_cost_usd, slm_cost_usd FROM pointsman.results "
                           "WHERE query_id = 'new'")[1] == [(0.002, 0.0001)]
+    refresh_rollup(database)
     assert database.query(
-        "SELECT countMerge(queries), sumMerge(cost_usd), sumMerge(all_llm_cost_usd) "
-        "FROM pointsman.results_per_minute WHERE minute = toStartOfMinute(toDateTime(1800000000))"
-    )[1] == [(1, 0.0001, 0.002)]
+        "SELECT queries, cost_usd, all_llm_cost_usd FROM pointsman.results_per_minute "
+        "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1, 0.0001, 0.002)]
+    assert database.query("SELECT sum(queries), round(sum(cost_usd), 6) FROM "
+                          "pointsman.results_per_minute")[1] == [(21, round(0.0001 + 0.19, 6))]
+
+
+def test_a_replayed_batch_never_changes_the_rollup(db: Database) -> None:
+    rows = [result(f"q{i}", tenant=("acme", "globex")[i % 2], route=("slm", "llm", "cache")[i % 3],
+                   submitted_at=1.7e9 + 7 * i, completed_at=1.7e9 + 7 * i + 1, cost_usd=0.001 * i,
+                   all_llm_cost_usd=0.002, prompt_tokens=i, completion_tokens=1) for i in range(60)]
+    for r in rows:
+        r.timings.total_ms = 10.0 * r.prompt_tokens
+    writer = SinkWriter(db, TOPICS)
+    writer(messages(rows))
+    per_minute = ("SELECT minute, tenant, route, queries, tokens, round(cost_usd, 9), "
+                  "round(all_llm_cost_usd, 9), p50_ms, p99_ms FROM pointsman.results_per_minute "
+                  "ORDER BY minute, tenant, route")
+    refresh_rollup(db)
+    first = db.query(per_minute)[1]
+    writer(messages(rows[10:50], start=10))  # the sink replays a stretch of the results topic
+    assert db.query("SELECT count() FROM pointsman.results")[1][0][0] > 60  # really written twice
+    refresh_rollup(db)
+    assert db.query(per_minute)[1] == first  # ... and the rollup is what it was
+    # and it is results FINAL rolled up
+    assert db.query(
+        "SELECT sum(queries), sum(tokens), round(sum(cost_usd), 9) FROM pointsman.results_per_minute"
+    )[1] == db.query("SELECT count(), sum(prompt_tokens + completion_tokens), round(sum(cost_usd), 9) "
+                     "FROM pointsman.results FINAL")[1]
 
 
 def test_a_database_at_005_gains_lanes_jobs_and_prompts_in_place_without_loss(
@@ -298,11 +329,10 @@ def test_a_database_at_005_gains_lanes_jobs_and_prompts_in_place_without_loss(
     insert_legacy(database, old, COLUMNS_005)
     every = f"SELECT {', '.join(COLUMNS_005)}, inserted_at FROM pointsman.results ORDER BY query_id"
     before = database.query(every)[1]
-    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql"]
+    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
     # a crash after its statements ran but before it was recorded: the rerun must be harmless
-    database.command("DELETE FROM pointsman.schema_migrations "
-                     "WHERE name = '006_lanes_jobs_prompts.sql'")
-    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql"]
+    database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '006'")
+    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
     assert database.query(every)[1] == before  # every old row, every value, untouched
     assert database.query(  # old rows read as live traffic of no job, their prompt unknown
         "SELECT DISTINCT lane, job, prompt, messages, max_tokens, length(metadata) "
