@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from infra.query_server import Reader
 from topics.errors import PointsmanError
@@ -53,6 +54,31 @@ FROM pointsman.results AS r FINAL
 """
 
 
+# the tenants that cost the most, with what they would have cost all-LLM and the savings
+TENANTS_SQL = f"""
+SELECT
+    tenant,
+    count() AS queries,
+    round(sum(cost_usd), 6) AS cost_usd,
+    round(sum(all_llm_cost_usd), 6) AS all_llm_cost_usd,
+    {SAVINGS} AS savings,
+    countIf(error != '') AS errors
+FROM pointsman.results AS r FINAL
+GROUP BY tenant
+ORDER BY cost_usd DESC, queries DESC, tenant
+LIMIT 10
+"""
+
+# dead letters by the kind of their reason: its text up to the first colon ("not JSON", "llm
+# failed", "backfill job J", "sink"), so values inside a reason do not split one kind into many
+LETTERS_SQL = """
+SELECT splitByChar(':', reason)[1] AS kind, count() AS letters, any(reason) AS example
+FROM pointsman.dead_letters FINAL
+GROUP BY kind
+ORDER BY letters DESC, kind
+LIMIT 20
+"""
+
 # shadow evaluations (topics/shadow.py): per served route and tenant, how far the served answers
 # agree with the LLM's (score in [0, 1]), and what the shadow calls cost: never serving cost
 EVALUATIONS_SQL = """
@@ -76,8 +102,15 @@ def collect(reader: Reader) -> dict[str, Any]:
     return {
         "routes": [dict(zip(columns, row, strict=True)) for row in rows],
         "totals": dict(zip(total_columns, totals[0], strict=True)),
+        "tenants": _rows(reader, TENANTS_SQL),
+        "dead_letters": _rows(reader, LETTERS_SQL),
         "evaluations": collect_evaluations(reader),
     }
+
+
+def _rows(reader: Reader, sql: str) -> list[dict[str, Any]]:
+    columns, rows = reader.query(sql)
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def collect_evaluations(reader: Reader) -> list[dict[str, Any]]:
@@ -123,7 +156,26 @@ def render(report: dict[str, Any], console: Console | None = None) -> None:
         f"all-LLM ${float(totals['all_llm_cost_usd']):.6f}  ·  "
         f"savings {_percent(totals['savings'])}  ·  dead letters {totals['dead_letters']}"
     )
+    _render_rows("The most costly tenants", report.get("tenants", []), console,
+                 ("tenant", "queries", "cost_usd", "all_llm_cost_usd", "savings", "errors"))
+    _render_rows("Dead letters by reason", report.get("dead_letters", []), console,
+                 ("kind", "letters", "example"))
     render_evaluations(report.get("evaluations", []), console)
+
+
+def _render_rows(title: str, rows: list[dict[str, Any]], console: Console,
+                 columns: tuple[str, ...]) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(HEADERS.get(name, name),
+                         justify="left" if name in ("tenant", "kind", "example") else "right",
+                         overflow="fold")
+    for row in rows:  # Text: a stored reason or tenant is shown as is, never read as markup
+        table.add_row(*(Text(_percent(row[c]) if c == "savings" else _cell(row[c]))
+                        for c in columns))
+    console.print(table)
 
 
 def render_evaluations(rows: list[dict[str, Any]], console: Console) -> None:

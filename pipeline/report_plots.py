@@ -113,6 +113,8 @@ def write_html(report: dict[str, Any], series: dict[str, Any], path: Path) -> No
              f"${_e(totals.get('all_llm_cost_usd'))} all-LLM (savings "
              f"{_e(_percent(totals.get('savings')))}); {_e(totals.get('dead_letters'))} dead letters</p>",
              _table("Per route", report["routes"]),
+             _table("The most costly tenants", report.get("tenants", [])),
+             _table("Dead letters by reason", report.get("dead_letters", [])),
              _table("Judged quality (shadow evaluations)", report.get("evaluations", [])),
              f"<img id='figure' alt='latency, cost, route share and hit rate' "
              f"src='data:image/png;base64,{image}'>",

@@ -366,6 +366,32 @@ def test_the_report_computes_savings_per_route_and_in_total(db: Database) -> Non
     assert totals["all_llm_cost_usd"] == 0.008 and totals["savings"] == round(1 - 0.0023 / 0.008, 4)
 
 
+def test_the_report_names_the_costly_tenants_and_the_dead_letters_by_reason(db: Database) -> None:
+    from rich.console import Console
+
+    from pipeline.report import collect, render
+
+    SinkWriter(db, TOPICS)(messages([
+        result("a1", tenant="acme", cost_usd=0.003, all_llm_cost_usd=0.004),
+        result("a2", tenant="acme", cost_usd=0.001, all_llm_cost_usd=0.004),
+        result("g1", tenant="globex", cost_usd=0.0001, all_llm_cost_usd=0.002)]))
+    letters = [DeadLetter(reason=reason, raw="x", source_topic="q", partition=0, offset=i,
+                          failed_at=1.7e9)
+               for i, reason in enumerate(["not JSON", "not JSON", "llm failed: 500 [bold]x[/bold]"])]
+    db.insert("pointsman.dead_letters", [dead_letter_row(d) for d in letters],
+              ["letter_id", "source_topic", "partition", "offset", "reason", "raw", "key",
+               "query_id", "tenant", "failed_at"])
+    report = collect(db)
+    assert [(t["tenant"], t["queries"], t["savings"]) for t in report["tenants"]] == [
+        ("acme", 2, 0.5), ("globex", 1, 0.95)]  # the costliest first
+    assert [(d["kind"], d["letters"]) for d in report["dead_letters"]] == [("not JSON", 2),
+                                                                          ("llm failed", 1)]
+    console = Console(record=True, width=160)
+    render(report, console)
+    text = console.export_text()
+    assert "The most costly tenants" in text and "llm failed: 500 [bold]x[/bold]" in text  # inert
+
+
 def test_retention_is_a_setting_applied_only_when_it_differs(db: Database) -> None:
     assert apply_retention(db, 90) == []
     bodies = ["results.answer", "results.prompt", "results.messages", "dead_letters.raw",
