@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import chdb
+from clickhouse_connect.driver.binding import format_str
 
 from infra.clickhouse import Database
 from infra.clickhouse_http import (
@@ -82,8 +83,7 @@ class ReadOnlyEngine:
                     handle.query(f"USE `{database.replace('`', '``')}`", "TSV")
                 for name, value in settings.items():
                     if name.lower() != "readonly":  # the session is set to 1 below, whatever asked
-                        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
-                        handle.query(f"SET {name} = '{quoted}'", "TSV")
+                        handle.query(f"SET {name} = {format_str(value)}", "TSV")
                 handle.query("SET readonly = 1", "TSV")
                 result = handle.query(sql, fmt, params=parameters)
             except Exception as exc:  # chdb raises its own errors with ClickHouse's text

@@ -13,9 +13,7 @@ own run time shows it is not starved once live traffic is idle.
 from __future__ import annotations
 
 import json
-import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from infra import kafka
 from infra.kafka_io import Outgoing, OutputProducer
+from infra.machine import machine
 from pipeline.config import Config
 from topics.admin import ensure_topics
 from topics.codec import decode
@@ -52,23 +52,8 @@ class LanesBench:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return {"nproc": os.cpu_count(), "cpu": model or platform.processor(),
-            "python": platform.python_version()}
+    """Nearest-rank percentile (q in 0..100) of a non-empty list: a value that occurred."""
+    return float(np.percentile(values, q, method="inverted_cdf"))
 
 
 class _Results:

@@ -37,7 +37,8 @@ from rich.table import Table
 from infra import kafka
 from infra.clickhouse import Database, connect, migrate
 from infra.kafka_io import Outgoing, OutputProducer
-from pipeline.bench_lanes import machine, percentile
+from infra.machine import machine
+from pipeline.bench_lanes import percentile
 from pipeline.config import Config
 from pipeline.sink import RESULT_COLUMNS, RESULTS_TABLE, SinkWriter, result_row
 from topics.admin import ensure_topics

@@ -93,14 +93,13 @@ def pipeline_reader(dsn: str) -> Reader:
 
     try:
         return open_reader(dsn)
-    except InfraError:
+    except InfraError as exc:
         if not is_embedded(dsn):
             raise
         try:
             return wait_for_endpoint(dsn, timeout_s=30)
         except InfraError:
-            pass
-        raise
+            raise exc from None  # no sink came up: the reason the database would not open
 
 
 def backfill(config: Config, source: str, *, job: str | None, rate: float | None,

@@ -45,17 +45,23 @@ def deadletter_topic_for(topic: str) -> str:
     raise ValueError(f"{topic!r} is not a queries topic: give the dead-letter topic")
 
 
-def oversized_letter(line: bytes, name: str, number: int, topic: str, deadletter: str,
-                     limit: int = MAX_MESSAGE_BYTES) -> Outgoing:
-    """A line the broker cannot take, as a dead letter: the reason and a marked head of it.
+def unsent_letter(line: bytes, reason: str, *, key: str, number: int, topic: str,
+                  deadletter: str) -> Outgoing:
+    """A line that is not sent as a query, as a dead letter: the reason and a marked head of it.
     It never reached Kafka, so partition is -1 and offset holds the line number."""
-    reason = (f"{name} line {number}: {len(line)} bytes, over the {limit} byte message limit; "
-              "not sent as a query")
     letter = DeadLetter(
         reason=reason, raw=truncate_marked(raw_text(line), DEFAULT_LIMITS.max_query_bytes),
-        source_topic=topic, partition=-1, offset=number, key=f"{name}:{number}",
-        failed_at=time.time())
-    return Outgoing(deadletter, f"{name}:{number}".encode(), encode_dead_letter(letter))
+        source_topic=topic, partition=-1, offset=number, key=key, failed_at=time.time())
+    return Outgoing(deadletter, key.encode(), encode_dead_letter(letter))
+
+
+def oversized_letter(line: bytes, name: str, number: int, topic: str, deadletter: str,
+                     limit: int = MAX_MESSAGE_BYTES) -> Outgoing:
+    """A line the broker cannot take, as a dead letter."""
+    reason = (f"{name} line {number}: {len(line)} bytes, over the {limit} byte message limit; "
+              "not sent as a query")
+    return unsent_letter(line, reason, key=f"{name}:{number}", number=number, topic=topic,
+                         deadletter=deadletter)
 
 
 def produce_file(bootstrap: str, topic: str, path: Path, *, deadletter: str | None = None,

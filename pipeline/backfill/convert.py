@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from clickhouse_connect.driver.binding import format_str
+
 # CSV and TSV columns read as text: the row mapping decides what each field is, and an id of
 # "007" stays "007" (type inference would make it 7)
 _READ_SETTINGS = ("max_threads = 1, input_format_parquet_preserve_order = 1, "
@@ -25,15 +27,12 @@ class ConversionFailed(Exception):
     pass
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
 
 def conversion_sql(src: Path, src_format: str, dst: Path, dst_format: str,
                    structure: str | None = None) -> str:
-    table = f"file({_literal(str(src))}, {src_format}"
-    table += f", {_literal(structure)})" if structure else ")"
-    return (f"SELECT * FROM {table} INTO OUTFILE {_literal(str(dst))} TRUNCATE FORMAT {dst_format} "
+    table = f"file({format_str(str(src))}, {src_format}"
+    table += f", {format_str(structure)})" if structure else ")"
+    return (f"SELECT * FROM {table} INTO OUTFILE {format_str(str(dst))} TRUNCATE FORMAT {dst_format} "
             f"SETTINGS {_READ_SETTINGS}")
 
 

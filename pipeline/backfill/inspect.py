@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from clickhouse_connect.driver.binding import format_str
 
 from infra.query_server import Reader
 from pipeline.backfill.convert import convert
@@ -18,17 +19,14 @@ _STATE = ("status", "source", "total", "next_row", "sent", "skipped", "invalid",
           "rate", "started_at", "updated_at")
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
 
 def job_status(reader: Reader, name: str) -> dict[str, Any] | None:
     """total, answered, errors, cost_usd and routes of one job; None if there is no such job."""
     _, states = reader.query(f"SELECT {', '.join(_STATE)} FROM pointsman.jobs FINAL "
-                             f"WHERE name = {_literal(name)}")
+                             f"WHERE name = {format_str(name)}")
     _, answers = reader.query(
         "SELECT route, count(), countIf(error != ''), sum(cost_usd), sum(all_llm_cost_usd) "
-        f"FROM pointsman.results FINAL WHERE job = {_literal(name)} GROUP BY route ORDER BY route")
+        f"FROM pointsman.results FINAL WHERE job = {format_str(name)} GROUP BY route ORDER BY route")
     if not states and not answers:
         return None
     state = dict(zip(_STATE, states[0], strict=True)) if states else {"status": "unknown"}
@@ -59,7 +57,7 @@ def export_job(reader: Reader, name: str, fmt: str, out: Path) -> int:
     """Write the job's results (one row per query) to `out`; returns the row count."""
     columns, types = _result_columns(reader)
     _, rows = reader.query(f"SELECT {', '.join(columns)} FROM pointsman.results FINAL "
-                           f"WHERE job = {_literal(name)} ORDER BY submitted_at, query_id")
+                           f"WHERE job = {format_str(name)} ORDER BY submitted_at, query_id")
     encoder = msgspec.json.Encoder(enc_hook=str)
     with tempfile.TemporaryDirectory(prefix="pointsman-export-") as scratch:
         staged = Path(scratch) / "rows.jsonl"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rich.console import Console
@@ -34,12 +34,12 @@ from pipeline.backfill.rows import parse_line, query_bytes
 from pipeline.backfill.sources import Source, SourceRow
 from pipeline.backfill.tally import JobTally
 from pipeline.cache_feed import ResultsFeed
-from pipeline.validate import DEFAULT_LIMITS
-from topics.codec import decode, encode, raw_text
+from pipeline.produce import unsent_letter
+from topics.codec import decode, encode
 from topics.errors import InvalidMessage
-from topics.limits import MAX_MESSAGE_BYTES, encode_dead_letter, truncate_marked
+from topics.limits import MAX_MESSAGE_BYTES
 from topics.names import Topics
-from topics.schemas import DeadLetter, JobState, JobStatus
+from topics.schemas import JobState, JobStatus
 
 RESULTS_LOOKBACK_S = 900.0  # answers produced before the run and not yet stored are read back
 CHECKPOINT_EVERY_S = 1.0
@@ -67,7 +67,6 @@ class RunOutcome:
     answered: int
     errors: int
     spent_usd: float
-    routes: dict[str, int] = field(default_factory=dict)
     waiting: int = 0  # sent and still unanswered when the command returned
     # this run's own part of state.sent, skipped and invalid (the state counts every run)
     sent_now: int = 0
@@ -186,7 +185,7 @@ class JobRun:
             feed.stop()
         self._prune()
         return RunOutcome(state, self.tally.answered, self.tally.errors, self.tally.spent_usd,
-                          self.tally.routes(), len(self.pending), state.sent - before[0],
+                          len(self.pending), state.sent - before[0],
                           state.skipped - before[1], state.invalid - before[2])
 
     def _send_all(self, state: JobState, progress: _Bars) -> JobState:
@@ -209,17 +208,18 @@ class JobRun:
             if time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
                 self._save(state)
                 last_save = time.monotonic()
+            # answers in since the last delivery free their slots; per chunk, not per row
+            self._prune()
+            progress.update(state, self.tally, len(self.pending))
 
         for row in self.source.rows():
             if row.number <= state.next_row:
                 continue  # handled by an earlier run
             while True:
-                self._prune()
-                progress.update(state, self.tally, len(self.pending) + len(chunk))
                 if window.exhausted(self.tally.spent_usd):
                     deliver()
                     return self._save(state, "budget")
-                room = window.room(in_flight=len(self.pending) + len(chunk),
+                room = window.room(in_flight=len(self.pending) + len(chunk_ids),
                                    spent_usd=self.tally.spent_usd, answered=self.tally.answered)
                 wait = rate.wait_s(self.clock())
                 if room > 0 and wait == 0:
@@ -237,7 +237,6 @@ class JobRun:
             if len(chunk) >= self.settings.chunk:
                 deliver()
         deliver()
-        progress.update(state, self.tally, len(self.pending))
         return self._save(state, "done")
 
     def _outgoing(self, row: SourceRow, state: JobState) -> tuple[str, Outgoing] | None:
@@ -260,14 +259,11 @@ class JobRun:
         return query_id, Outgoing(self.topics.backfill, query_id.encode(), raw)
 
     def _dead_letter(self, row: SourceRow, reason: str) -> Outgoing:
-        where = f"{self.source.description} row {row.number}"
-        letter = DeadLetter(
-            reason=f"backfill job {self.settings.name}: {where}: {reason}; not sent",
-            raw=truncate_marked(raw_text(row.raw), DEFAULT_LIMITS.max_query_bytes),
-            source_topic=self.topics.backfill, partition=-1, offset=row.number,
-            key=f"{self.settings.name}:{row.number}", failed_at=self.clock())
-        return Outgoing(self.topics.deadletter, f"{self.settings.name}:{row.number}".encode(),
-                        encode_dead_letter(letter))
+        name = self.settings.name
+        return unsent_letter(
+            row.raw, f"backfill job {name}: {self.source.description} row {row.number}: {reason}; "
+            "not sent", key=f"{name}:{row.number}", number=row.number, topic=self.topics.backfill,
+            deadletter=self.topics.deadletter)
 
     def _prune(self) -> None:
         self.pending = {i for i in self.pending if not self.tally.has(i)}

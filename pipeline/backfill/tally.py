@@ -10,8 +10,9 @@ topic overlap, and a replayed result is the same answer.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass
+
+from clickhouse_connect.driver.binding import format_str
 
 from infra.query_server import Reader
 from topics.errors import PointsmanError
@@ -22,7 +23,6 @@ from topics.schemas import Result
 class Answer:
     cost_usd: float
     error: bool
-    route: str
 
 
 class JobTally:
@@ -45,19 +45,18 @@ class JobTally:
 
     def seed(self, reader: Reader) -> None:
         """What ClickHouse holds for the job already."""
-        quoted = self.job.replace("\\", "\\\\").replace("'", "\\'")
         try:
             _, rows = reader.query(
-                "SELECT query_id, cost_usd, error != '', route FROM pointsman.results FINAL "
-                f"WHERE job = '{quoted}'")
+                "SELECT query_id, cost_usd, error != '' FROM pointsman.results FINAL "
+                f"WHERE job = {format_str(self.job)}")
         except PointsmanError as exc:
             if "UNKNOWN_DATABASE" not in str(exc) and "UNKNOWN_TABLE" not in str(exc):
                 raise
             return  # no sink has made the database yet: nothing is answered
         with self._lock:
-            for query_id, cost, error, route in rows:
+            for query_id, cost, error in rows:
                 if str(query_id) not in self._answers:  # the topic's copy is as new or newer
-                    self._put(str(query_id), Answer(float(cost), bool(error), str(route)))
+                    self._put(str(query_id), Answer(float(cost), bool(error)))
 
     def learn(self, results: list[Result]) -> None:
         """The ResultsFeed callback: the job's results among all of them."""
@@ -66,15 +65,11 @@ class JobTally:
             return
         with self._lock:
             for r in mine:
-                self._put(r.query_id, Answer(r.cost_usd, r.error is not None, r.route))
+                self._put(r.query_id, Answer(r.cost_usd, r.error is not None))
 
     def has(self, query_id: str) -> bool:
         with self._lock:
             return query_id in self._answers
-
-    def answered_of(self, ids: set[str]) -> int:
-        with self._lock:
-            return sum(1 for i in ids if i in self._answers)
 
     @property
     def answered(self) -> int:
@@ -88,7 +83,3 @@ class JobTally:
     @property
     def spent_usd(self) -> float:
         return max(self._spent, 0.0)
-
-    def routes(self) -> dict[str, int]:
-        with self._lock:
-            return dict(Counter(a.route for a in self._answers.values()))

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from infra.machine import cpu_model
 from workers.slm.engine import SlmEngine
 
 # A fixed prompt set: short chat questions of mixed kind and length (tokens 20-60 each
@@ -142,14 +143,7 @@ def measure(
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import onnxruntime
 
     versions = f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
