@@ -1,4 +1,4 @@
-"""What a benchmark runs on: the CPU model, its count and the Python version."""
+"""What a benchmark runs on: the CPU model, its int8 instruction set, its count and the Python version."""
 
 from __future__ import annotations
 
@@ -19,5 +19,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def int8_isa() -> str:
+    """The widest int8 dot-product instructions the CPU has (int8 kernels differ by them)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                       ("avx512bw", "AVX-512"), ("avx2", "AVX2"), ("asimddp", "NEON dotprod")):
+        if flag in flags:
+            return name
+    return platform.machine()
+
+
 def machine() -> dict[str, Any]:
-    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "int8_isa": int8_isa(),
+            "python": platform.python_version()}

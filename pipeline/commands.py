@@ -239,8 +239,10 @@ def report(config: Config, *, as_json: bool = False, png: Path | None = None,
 
 def prepare_model(config: Config, *, quantize: bool = True, force: bool = False) -> Path:
     from workers.slm.prepare import prepare_smollm2
+    from workers.slm.progress import Steps
 
-    target = prepare_smollm2(config.slm_model.parent, quantize=quantize, force=force)
+    with Steps(console) as steps:
+        target = prepare_smollm2(config.slm_model.parent, quantize=quantize, force=force, steps=steps)
     console.print(f"SLM ready in {target}")
     return target
 

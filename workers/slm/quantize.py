@@ -29,10 +29,11 @@ import numpy as np
 import onnx
 
 from topics.errors import ConfigError
-from workers.slm.bench import BENCH_PROMPTS
+from workers.slm.bench import BENCH_PROMPTS, machine
 from workers.slm.engine import SlmEngine
 from workers.slm.llama_graph import save_model
 from workers.slm.prepare import INT8_SETTINGS, quantize_int8
+from workers.slm.progress import Steps
 from workers.slm.smooth import CALIBRATION_PROMPTS, quantize_w8a8, smoothed_model
 
 W8A8_ALPHA = 0.5  # SmoothQuant's default strength; 0.65 and 0.8 were not clearly better here
@@ -107,17 +108,43 @@ def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, d
 
 
 class _Judge:
-    """Teacher-forced greedy agreement of candidates with the source model."""
+    """Teacher-forced greedy agreement of candidates with the source model, decoding the
+    prompts in chunks of each batch size (the source's own tokens at that batch size are
+    the reference: what `bench slm` compares). Returns the lowest over the batch sizes."""
 
-    def __init__(self, src_engine: SlmEngine, prompts: Sequence[str], tokens: int) -> None:
+    def __init__(self, src_engine: SlmEngine, prompts: Sequence[str], tokens: int,
+                 batches: Sequence[int]) -> None:
+        self.src_engine, self.tokens, self.batches = src_engine, tokens, tuple(batches)
         self.encoded = [src_engine.encode([{"role": "user", "content": p}]) for p in prompts]
-        self.tokens = tokens
-        limits = [tokens] * len(self.encoded)
-        self.reference = src_engine.decode_ids(self.encoded, limits, ignore_eos=True).tokens
+        self._reference: dict[int, list[list[int]]] = {}
+
+    def reference(self, batch: int) -> list[list[int]]:
+        if batch not in self._reference:
+            self._reference[batch] = self._decode(self.src_engine, batch, None)[0]
+        return self._reference[batch]
+
+    def per_batch(self, engine: SlmEngine) -> dict[int, float]:
+        found = {}
+        for batch in self.batches:
+            reference = self.reference(batch)
+            picks = self._decode(engine, batch, reference)[1]
+            found[batch] = float(np.mean(np.array(picks) == np.array(reference)))
+        return found
 
     def agreement(self, engine: SlmEngine) -> float:
-        out = engine.decode_ids(self.encoded, [self.tokens] * len(self.encoded), forced=self.reference)
-        return float(np.mean(np.array(out.argmax) == np.array(self.reference)))
+        return min(self.per_batch(engine).values())
+
+    def _decode(self, engine: SlmEngine, batch: int,
+                forced: list[list[int]] | None) -> tuple[list[list[int]], list[list[int]]]:
+        tokens: list[list[int]] = []
+        picks: list[list[int]] = []
+        for lo in range(0, len(self.encoded), batch):
+            chunk = self.encoded[lo : lo + batch]
+            out = engine.decode_ids(chunk, [self.tokens] * len(chunk), ignore_eos=True,
+                                    forced=None if forced is None else forced[lo : lo + batch])
+            tokens += out.tokens
+            picks += out.argmax
+        return tokens, picks
 
 
 def _speed(engine: SlmEngine, encoded: list[list[int]], tokens: int) -> float:
@@ -128,6 +155,9 @@ def _speed(engine: SlmEngine, encoded: list[list[int]], tokens: int) -> float:
     return len(steps) / sum(steps)
 
 
+HELD_OUT_BATCHES = (1, 8, 32)  # the batch sizes `bench slm` reports
+
+
 def quantize_dir(
     src: Path,
     dst: Path,
@@ -136,12 +166,19 @@ def quantize_dir(
     threads: int = 2,
     target: float = 0.95,
     min_gain: float = 0.01,
-    tokens: int = 24,
+    tokens: int = 32,
+    fallback_parts: Sequence[str] | None = None,
     model_name: str | None = None,
-    log: Any = print,
+    steps: Steps | None = None,
 ) -> dict[str, Any]:
-    """Quantise SRC into DST (see the module doc); returns the measurements."""
+    """Quantise SRC into DST (see the module doc); returns the measurements.
+
+    `fallback_parts` (a known recipe) skips the search on the calibration prompts. Either way
+    the held-out check decides: under `target` at any batch size, the next most helpful part
+    moves to the fallback form too, until the target holds; if it cannot, ConfigError, and
+    DST gets nothing."""
     src, dst = Path(src), Path(dst)
+    steps = steps or Steps()
     if dst.resolve() == src.resolve():
         raise ConfigError("quantize: DST must differ from SRC")
     if (dst / "model.onnx").exists():
@@ -151,59 +188,108 @@ def quantize_dir(
     if not parts:
         raise ConfigError(f"{src} has no MatMul with a constant weight to quantise")
     started = time.monotonic()
+    if method == "w8a8":
+        steps.stage("calibrating (SmoothQuant scales from the fp32 model)")
     build, settings = _builder(method, src_engine, threads)
-    tuning = _Judge(src_engine, CALIBRATION_PROMPTS[:16], tokens)
-
-    def candidate(exclude: Sequence[str], work: Path) -> float:
-        path = work / f"v{time.monotonic_ns()}"
-        _copy_side_files(src, path)
-        build(exclude, path)
-        agreement = tuning.agreement(SlmEngine(path, threads=threads, warmup=False))
-        shutil.rmtree(path)
-        return agreement
-
+    if method == "w8a8":
+        steps.step("done")
     fallback = settings["fallback"]
-    kept: list[str] = []
+    names = sorted(set(parts.values()))
+    tuning = _Judge(src_engine, CALIBRATION_PROMPTS[:16], tokens, batches=(16,))
+    held_out = _Judge(src_engine, BENCH_PROMPTS.splitlines(), tokens, batches=HELD_OUT_BATCHES)
     scratch = dst.parent if dst.parent.exists() else None  # same disk as DST
+
+    def nodes(chosen: Sequence[str]) -> list[str]:
+        return [name for name, p in parts.items() if p in chosen]
+
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=scratch) as tmp:
 
-        def nodes(chosen: Sequence[str]) -> list[str]:
-            return [name for name, p in parts.items() if p in chosen]
+        def candidate(chosen: Sequence[str]) -> Path:
+            path = Path(tmp) / f"v{time.monotonic_ns()}"
+            _copy_side_files(src, path, model_name or dst.name)
+            build(nodes(chosen), path)
+            return path
 
-        reached = candidate([], Path(tmp))
-        log(f"all int8 ({method}): agreement {reached:.1%} ({len(parts)} MatMuls, calibration prompts)")
+        def tuned(chosen: Sequence[str]) -> float:
+            path = candidate(chosen)
+            agreement = tuning.agreement(SlmEngine(path, threads=threads, warmup=False))
+            shutil.rmtree(path)
+            return agreement
+
         gains: dict[str, float] = {}
-        if reached < target:
-            for part in sorted(set(parts.values())):
-                gains[part] = candidate(nodes([part]), Path(tmp)) - reached
-                log(f"  {part} ({len(nodes([part]))} MatMuls) in {fallback}: {gains[part]:+.1%}")
-        for part in sorted(gains, key=gains.__getitem__, reverse=True):  # the most helpful first
-            if reached >= target or gains[part] < min_gain:
+
+        def sensitivity(base: float) -> None:
+            """What each part alone in the fallback form gains on the calibration prompts."""
+            steps.stage(f"sensitivity: each part in {fallback}", total=len(names))
+            for part in names:
+                gains[part] = tuned([part]) - base
+                steps.step(f"{part} ({len(nodes([part]))} MatMuls): {gains[part]:+.1%}")
+
+        kept: list[str] = []
+        if fallback_parts is None:
+            steps.stage(f"fallback search ({method})")
+            reached = tuned([])
+            steps.step(f"all int8: agreement {reached:.1%} on the calibration prompts")
+            if reached < target:
+                sensitivity(reached)
+                steps.stage(f"fallback search: parts to {fallback}", total=len(names))
+                for part in sorted(gains, key=gains.__getitem__, reverse=True):  # most helpful first
+                    if reached >= target or gains[part] < min_gain:
+                        break
+                    kept.append(part)
+                    reached = tuned(kept)
+                    steps.step(f"{', '.join(kept)} in {fallback}: {reached:.1%}")
+        else:
+            kept = [part for part in fallback_parts if part in names]
+        steps.stage(f"held-out check: {len(held_out.encoded)} benchmark prompts at batch "
+                    f"{'/'.join(map(str, HELD_OUT_BATCHES))}, target {target:.0%}")
+        further: list[str] = []
+        while True:
+            path = candidate(kept)
+            per_batch = held_out.per_batch(SlmEngine(path, threads=threads, warmup=False))
+            agreement = min(per_batch.values())
+            steps.step(f"{', '.join(kept) or 'nothing'} in {fallback}: "
+                       + " / ".join(f"{a:.1%}" for a in per_batch.values()))
+            if agreement >= target:
                 break
-            kept.append(part)
-            reached = candidate(nodes(kept), Path(tmp))
-            log(f"  -> {', '.join(kept)} in {fallback}: agreement {reached:.1%}")
-    exclude = nodes(kept)
-    _copy_side_files(src, dst, model_name)
-    build(exclude, dst)
+            shutil.rmtree(path)
+            if not gains:
+                sensitivity(tuned([]))
+            left = [p for p in sorted(gains, key=gains.__getitem__, reverse=True) if p not in kept]
+            if not left:
+                raise ConfigError(
+                    f"quantize: held-out agreement {agreement:.1%} is under the {target:.0%} target even "
+                    f"with every part in {fallback}; no model written"
+                )
+            steps.note(f"held-out agreement {agreement:.1%} < {target:.0%}: {left[0]} to {fallback} too")
+            kept.append(left[0])
+            further.append(left[0])
+            steps.grow(1)
+        _copy_side_files(path, dst, model_name)
+        for item in path.glob("model.onnx*"):
+            shutil.move(item, dst / item.name)
     engine = SlmEngine(dst, threads=threads)
-    held_out = _Judge(src_engine, BENCH_PROMPTS.splitlines()[:16], tokens)
-    agreement = held_out.agreement(engine)
+    steps.stage("speed at batch 1, int8 against the source")
     speeds: dict[str, list[float]] = {"src": [], "dst": []}
     for ids in held_out.encoded[:4]:  # alternate, so a noisy neighbour slows both alike
         speeds["src"].append(_speed(src_engine, [ids], tokens))
         speeds["dst"].append(_speed(engine, [ids], tokens))
+    steps.step()
+    exclude = nodes(kept)
     report = {
         "source": str(src),
         "quantization": settings,
         "fallback_parts": kept,
+        "further_fallback": further,
         "fallback_matmuls": len(exclude),
         "main_int8_matmuls": len(parts) - len(exclude),
         "size_bytes": {"src": _dir_size(src), "dst": _dir_size(dst)},
         "tokens_per_s_batch1": {k: round(float(np.median(v)), 1) for k, v in speeds.items()},
         "agreement": round(agreement, 4),
+        "agreement_per_batch": {str(b): round(a, 4) for b, a in per_batch.items()},
         "agreement_method": f"teacher-forced greedy top-1, {len(held_out.encoded)} benchmark prompts "
-                            f"x {tokens} tokens",
+                            f"x {tokens} tokens, the lowest of batch {'/'.join(map(str, HELD_OUT_BATCHES))}",
+        "machine": machine(),
         "seconds": round(time.monotonic() - started, 1),
     }
     (dst / "quantize.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -213,7 +299,8 @@ def quantize_dir(
 def run_quantize(src: Path, dst: Path, console: Any, *, method: str = "nbits", threads: int = 2) -> int:
     """CLI entry: quantise, print size / speed / agreement; exit code."""
     try:
-        report = quantize_dir(src, dst, method=method, threads=threads, log=console.print)
+        with Steps(console) as steps:
+            report = quantize_dir(src, dst, method=method, threads=threads, steps=steps)
     except ConfigError as exc:
         console.print(f"[red]quantize failed:[/red] {exc}")
         return 2

@@ -238,7 +238,8 @@ def quantize_w8a8(model: onnx.ModelProto, dst_model: Path, *, exclude: Sequence[
         level = root.level
         root.setLevel(logging.ERROR)  # silences a generic "run pre-processing" hint it logs each call
         try:
-            quantize_dynamic(str(source), str(dst_model), per_channel=True, weight_type=QuantType.QInt8,
+            quantize_dynamic(str(source), str(dst_model), per_channel=True, reduce_range=True,
+                             weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul"], nodes_to_exclude=list(exclude),
                              use_external_data_format=True,
                              extra_options={"DefaultTensorType": TensorProto.FLOAT})
