@@ -11,7 +11,13 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 sudo=""
-[ "$(id -u)" = 0 ] || sudo="sudo -n"
+if [ "$(id -u)" != 0 ]; then
+    if ! sudo -n true 2>/dev/null; then  # no root here: the browser test says what to run
+        echo "Chromium not installed (needs root): sudo apt-get install --no-install-recommends chromium"
+        exit 0
+    fi
+    sudo="sudo -n"
+fi
 export DEBIAN_FRONTEND=noninteractive
 
 get_chromium() {

@@ -33,6 +33,7 @@ from rich.progress import (
 
 from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set, sample
 from topics.errors import PermanentError
+from workers.slm.weights import model_checksum
 
 LABELS_FILE = Path(__file__).resolve().parents[1] / "routing" / "data" / "slm_labels.jsonl.gz"
 SETS = ("mmlu", "gsm8k")
@@ -58,23 +59,6 @@ def read_labels(path: Path = LABELS_FILE) -> list[dict[str, Any]]:
 def labelled_prompt(row: dict[str, Any]) -> LabelledPrompt:
     return LabelledPrompt(row["question"], tuple(row["choices"]), row["answer"], row["strong_correct"],
                           row["dataset"], row["group"], row["weak_correct"])
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_checksum(model_dir: Path) -> str:
-    """sha256 over the model's graph and weight files, in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(model_dir.iterdir()):
-        if path.suffix in (".onnx", ".data") or path.name.endswith(".onnx.data"):
-            digest.update(path.name.encode() + _file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def _generate(engine: Any, prompts: Sequence[LabelledPrompt]) -> list[Any]:

