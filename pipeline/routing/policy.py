@@ -176,7 +176,7 @@ class ABSplit:
         inner = policy.decide(query, vector)
         # the arm in the policy column too, so arms compare with a GROUP BY
         return Decision(inner.track, f"{self.name}[{self.salt}:{arm}] {inner.reason}",
-                        escalate=inner.escalate, policy=f"{self.name}[{self.salt}]:{inner.policy or arm}",
+                        escalate=inner.escalate, policy=f"{self.name}[{self.salt}]:{arm}",
                         score=inner.score, threshold=inner.threshold)
 
 
