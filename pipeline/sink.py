@@ -176,19 +176,7 @@ def _month(at: datetime) -> int:
     return at.year * 100 + at.month
 
 
-def result_row(r: Result) -> list[Any]:
-    t = r.timings
-    return [
-        r.query_id, r.tenant, r.route, r.model, r.answer, r.error or "", r.prompt_tokens,
-        r.completion_tokens, usd(r.cost_usd), r.confidence, r.similarity, r.fingerprint,
-        r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
-        t.wait_ms, t.inference_ms, t.total_ms, usd(r.all_llm_cost_usd), usd(r.slm_cost_usd),
-        r.lane, r.job, *prompt_values(r.query),
-        r.policy, r.score, r.threshold, r.upstream, r.attempts,
-        [(s.track, s.model, s.upstream, s.outcome) for s in r.trail],
-    ]
-
-
+MAX_ATTEMPTS = 2**16 - 1  # results.attempts is UInt16: more calls than that read as the most
 USD_DECIMALS = 9  # the cost columns are Decimal(18, 9): a billionth of a dollar
 
 
@@ -197,6 +185,19 @@ def usd(amount: float) -> float:
     float's shortest repr cut after nine places (truncated), so 0.0003 computed as 0.000299999…
     would store 0.000299999. Rounded, its repr is the nine-place decimal itself."""
     return round(amount, USD_DECIMALS)
+
+
+def result_row(r: Result) -> list[Any]:
+    t = r.timings
+    return [
+        r.query_id, r.tenant, r.route, r.model, r.answer, r.error or "", r.prompt_tokens,
+        r.completion_tokens, usd(r.cost_usd), r.confidence, r.similarity, r.fingerprint,
+        r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
+        t.wait_ms, t.inference_ms, t.total_ms, usd(r.all_llm_cost_usd), usd(r.slm_cost_usd),
+        r.lane, r.job, *prompt_values(r.query),
+        r.policy, r.score, r.threshold, r.upstream, min(r.attempts, MAX_ATTEMPTS),
+        [(s.track, s.model, s.upstream, s.outcome) for s in r.trail],
+    ]
 
 
 _json = msgspec.json.Encoder().encode

@@ -292,7 +292,7 @@ def _url_password(url: str) -> str | None:
 
 def _tried(tries: list[Step] | None, upstream: Upstream, outcome: str, model: str = "") -> None:
     if tries is not None:  # redacted before cutting: a cut through a key would no longer match
-        tries.append(Step("llm", model or upstream.model, upstream.name,
+        tries.append(Step("llm", redact(model or upstream.model), upstream.name,
                           redact(outcome)[:MAX_OUTCOME_CHARS]))
 
 
