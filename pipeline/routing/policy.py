@@ -2,7 +2,8 @@
 
 All satisfy pipeline.policy.Policy (`decide(query) -> Decision`); the reason string records the
 policy, score, threshold (and A/B arm), which the router copies into RouteRequest.reason and so
-into Result.route_reason.
+into Result.route_reason; the same figures travel as Decision.policy / score / threshold to the
+results table's columns of those names.
 """
 
 from __future__ import annotations
