@@ -199,7 +199,8 @@ class RouterCore:
             query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
             track=decision.track, reason=reason, submitted_at=miss.submitted_at, routed_at=now,
             timings=miss.timings, escalate=decision.escalate, lane=miss.lane,
-            accepted_at=miss.accepted_at,
+            accepted_at=miss.accepted_at, policy=decision.policy, score=decision.score,
+            threshold=decision.threshold,
         )
         value = encode(request)
         if len(value) > self._max_request_bytes:

@@ -13,9 +13,16 @@ from topics.schemas import Query, Track
 
 @dataclass(frozen=True)
 class Decision:
+    """A track and why: `reason` in words, and the same as columns for analysts: the policy that
+    decided, the score it computed and the threshold it compared with (None where it compared
+    none: a fixed track, a tenant forced to one)."""
+
     track: Track
     reason: str
     escalate: bool = True  # False: the SLM answers itself, never hands the query on
+    policy: str = ""
+    score: float | None = None
+    threshold: float | None = None
 
 
 class Policy(Protocol):
@@ -36,9 +43,14 @@ class BaselineLengthPolicy:
 
     def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
         chars = sum(len(m.content) for m in query.chat())
-        if chars <= self.max_prompt_chars and query.max_tokens <= self.max_answer_tokens:
-            return Decision("slm", f"{self.name}: {chars} chars <= {self.max_prompt_chars}")
-        return Decision("llm", f"{self.name}: {chars} chars or {query.max_tokens} tokens over limit")
+        # the score: the prompt or the answer budget, whichever is nearer its limit, as a share
+        # of that limit; over 1 (either past its limit) goes to the LLM
+        score = max(chars / self.max_prompt_chars, query.max_tokens / self.max_answer_tokens)
+        if score <= 1.0:
+            return Decision("slm", f"{self.name}: {chars} chars <= {self.max_prompt_chars}",
+                            policy=self.name, score=score, threshold=1.0)
+        return Decision("llm", f"{self.name}: {chars} chars or {query.max_tokens} tokens over limit",
+                        policy=self.name, score=score, threshold=1.0)
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,10 @@ class FixedPolicy:
     name: str = "fixed"
 
     def decide(self, query: Query, vector: np.ndarray | None = None) -> Decision:
-        return Decision(self.track, f"{self.name}: always {self.track}")
+        return Decision(self.track, f"{self.name}: always {self.track}", policy=self.name)
+
+
+FORCED = "tenant-forced"  # the policy column of a tenant forced to a track: nothing was scored
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,7 @@ class TenantForced:
         if track is None:
             return self.inner.decide(query, vector)
         return Decision(track, f"{self.name}: tenant {query.tenant} forced to {track}",
-                        escalate=track != "slm")
+                        escalate=track != "slm", policy=FORCED)
 
 
 @dataclass(frozen=True)

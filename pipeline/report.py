@@ -10,6 +10,7 @@ attempt and the LLM), so per route the column says where the money is saved.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
@@ -100,17 +101,23 @@ def collect(reader: Reader) -> dict[str, Any]:
     columns, rows = reader.query(REPORT_SQL)
     total_columns, totals = reader.query(TOTALS_SQL)
     return {
-        "routes": [dict(zip(columns, row, strict=True)) for row in rows],
-        "totals": dict(zip(total_columns, totals[0], strict=True)),
+        "routes": [_plain(columns, row) for row in rows],
+        "totals": _plain(total_columns, totals[0]),
         "tenants": _rows(reader, TENANTS_SQL),
         "dead_letters": _rows(reader, LETTERS_SQL),
         "evaluations": collect_evaluations(reader),
     }
 
 
+def _plain(columns: list[str], row: Any) -> dict[str, Any]:
+    """A row as a dict; costs are summed as Decimal (no float noise) and rounded in SQL, then
+    handed on as floats, which JSON writes as numbers (a rounded Decimal's float prints the same)."""
+    return {c: float(v) if isinstance(v, Decimal) else v for c, v in zip(columns, row, strict=True)}
+
+
 def _rows(reader: Reader, sql: str) -> list[dict[str, Any]]:
     columns, rows = reader.query(sql)
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+    return [_plain(columns, row) for row in rows]
 
 
 def collect_evaluations(reader: Reader) -> list[dict[str, Any]]:
@@ -121,7 +128,7 @@ def collect_evaluations(reader: Reader) -> list[dict[str, Any]]:
         if "UNKNOWN_TABLE" in str(exc) or "does not exist" in str(exc):
             return []
         raise
-    return [dict(zip(columns, row, strict=True)) for row in rows]
+    return [_plain(columns, row) for row in rows]
 
 
 def _cell(value: Any) -> str:

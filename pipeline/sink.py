@@ -57,6 +57,7 @@ RESULT_COLUMNS = [
     "submitted_at", "completed_at", "queued_ms", "routed_ms", "wait_ms", "inference_ms", "total_ms",
     "all_llm_cost_usd", "slm_cost_usd",  # 004_counterfactual_cost.sql
     "lane", "job", "prompt", "messages", "max_tokens", "temperature", "metadata",  # 006
+    "policy", "score", "threshold", "upstream", "attempts", "trail",  # 008
 ]
 DEAD_LETTER_COLUMNS = [
     "letter_id", "source_topic", "partition", "offset", "reason", "raw", "key", "query_id",
@@ -175,14 +176,27 @@ def _month(at: datetime) -> int:
     return at.year * 100 + at.month
 
 
+MAX_ATTEMPTS = 2**16 - 1  # results.attempts is UInt16: more calls than that read as the most
+USD_DECIMALS = 9  # the cost columns are Decimal(18, 9): a billionth of a dollar
+
+
+def usd(amount: float) -> float:
+    """A cost for a Decimal(18, 9) column, rounded to its nine places here: the client writes a
+    float's shortest repr cut after nine places (truncated), so 0.0003 computed as 0.000299999…
+    would store 0.000299999. Rounded, its repr is the nine-place decimal itself."""
+    return round(amount, USD_DECIMALS)
+
+
 def result_row(r: Result) -> list[Any]:
     t = r.timings
     return [
         r.query_id, r.tenant, r.route, r.model, r.answer, r.error or "", r.prompt_tokens,
-        r.completion_tokens, r.cost_usd, r.confidence, r.similarity, r.fingerprint,
+        r.completion_tokens, usd(r.cost_usd), r.confidence, r.similarity, r.fingerprint,
         r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
-        t.wait_ms, t.inference_ms, t.total_ms, r.all_llm_cost_usd, r.slm_cost_usd,
+        t.wait_ms, t.inference_ms, t.total_ms, usd(r.all_llm_cost_usd), usd(r.slm_cost_usd),
         r.lane, r.job, *prompt_values(r.query),
+        r.policy, r.score, r.threshold, r.upstream, min(r.attempts, MAX_ATTEMPTS),
+        [(s.track, s.model, s.upstream, s.outcome) for s in r.trail],
     ]
 
 

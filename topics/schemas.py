@@ -71,6 +71,22 @@ class ShadowOf(msgspec.Struct, frozen=True, omit_defaults=True):
     source_query_id: str = ""  # the cached answer's own query, for a semantic-cache hit
 
 
+ANSWERED = "answered"  # the outcome of the step that answered
+MAX_OUTCOME_CHARS = 300  # a step's outcome is cut to this: the trail stays small
+
+
+class Step(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One try on the way to an answer, in order: the SLM that escalated, each upstream call.
+
+    `outcome` is why the next step came ("low confidence 0.31 < 0.50", "openai answered 503"),
+    or "answered" on the step that answered; redacted before it leaves a worker."""
+
+    track: Track
+    model: str = ""
+    upstream: str = ""  # the upstream's configured name (never its URL or key); "" for the SLM
+    outcome: str = ""
+
+
 class RouteRequest(msgspec.Struct, frozen=True):
     """Router -> worker: a validated query with its fingerprint and why it was routed.
 
@@ -97,6 +113,12 @@ class RouteRequest(msgspec.Struct, frozen=True):
     # when the pipeline took the query in, the origin of its latencies: submitted_at for live
     # traffic; for a backfill, whose submitted_at is history, the time the job sent it
     accepted_at: float = 0.0
+    # the routing decision (pipeline/policy.py Decision): which policy, the score it computed and
+    # the threshold it compared with (None where it compared none: a fixed or forced track)
+    policy: str = ""
+    score: float | None = None
+    threshold: float | None = None
+    trail: tuple[Step, ...] = ()  # the tries before this request: the SLM's, on an escalation
 
     @property
     def started_at(self) -> float:
@@ -129,6 +151,13 @@ class Result(msgspec.Struct, omit_defaults=True):
     slm_cost_usd: float = 0.0  # the part of cost_usd spent on the SLM (all of it on route slm)
     lane: Lane = "live"
     job: str = ""  # the backfill job's name, from the query
+    # the routing decision, from the route request; "" / None where no policy decided (cache hits)
+    policy: str = ""
+    score: float | None = None
+    threshold: float | None = None
+    upstream: str = ""  # the upstream that answered (its configured name); "" off the LLM track
+    attempts: int = 0  # upstream calls this row made (0: none of its own, as on coalesced rows)
+    trail: tuple[Step, ...] = ()  # every try on the way to the answer, in order
 
 
 class Evaluation(msgspec.Struct, omit_defaults=True):

@@ -54,8 +54,10 @@ class AnsweredIndex:
                 at = result.completed_at or self.clock()
                 _put(self._queries, (result.query_id, result.fingerprint), at, self.max_query_ids)
                 if result.route in ANSWERING_ROUTES and result.fingerprint:
+                    # the step that answered, not the tries of the query it answered first
                     answer = Answer(result.answer, result.model, confidence=result.confidence,
-                                    all_llm_cost_usd=result.all_llm_cost_usd)
+                                    all_llm_cost_usd=result.all_llm_cost_usd,
+                                    upstream=result.upstream, trail=result.trail[-1:])
                     _put(self._answers, result.fingerprint, (at, answer), self.max_answers)
 
     def has_result(self, query_id: str, fingerprint: str) -> bool:

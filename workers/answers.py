@@ -12,7 +12,7 @@ from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage
 from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result, Route, RouteRequest, Timings
+from topics.schemas import DeadLetter, Result, Route, RouteRequest, Step, Timings
 from workers.coalesce import Group
 
 
@@ -28,6 +28,9 @@ class Answer:
     cost_usd: float = 0.0
     error: str | None = None
     all_llm_cost_usd: float = 0.0  # the all-LLM counterfactual (workers/pricing.py)
+    upstream: str = ""  # the upstream that answered (its configured name), on the LLM track
+    attempts: int = 0  # upstream calls made for it
+    trail: tuple[Step, ...] = ()  # the tries that made it, in order (the last one answered)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ def result_for(
         # a coalesced asker would have paid the LLM in full too: same question, same counterfactual
         all_llm_cost_usd=answer.all_llm_cost_usd, slm_cost_usd=slm_cost,
         lane=request.lane, job=request.query.job or "",
+        policy=request.policy, score=request.score, threshold=request.threshold,
+        # a follower shares the answer, so its upstream and how it was made, but made no call
+        upstream=answer.upstream, attempts=0 if coalesced else answer.attempts,
+        trail=request.trail + answer.trail,
     )
 
 

@@ -32,6 +32,7 @@ import httpx
 
 from topics.errors import PermanentError, RetryableError
 from topics.redact import redact, register_secret
+from topics.schemas import ANSWERED, MAX_OUTCOME_CHARS, Step
 from workers.resilience import CircuitBreaker, TokenBucket
 from workers.upstreams import Upstream
 
@@ -103,8 +104,10 @@ class ChatClient:
         return {s.upstream.name: s.breaker.state for s in self._states}
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-                       deadline: float | None = None) -> Completion:
-        """`deadline` is a time.monotonic() instant after which we stop trying."""
+                       deadline: float | None = None, tries: list[Step] | None = None) -> Completion:
+        """`deadline` is a time.monotonic() instant after which we stop trying. Each upstream call
+        made is appended to `tries` as it ends (its upstream, model and outcome, redacted), so
+        the caller has them whether the call answers or raises."""
         estimate = sum(len(m.get("content", "")) for m in messages) / 4 + max_tokens
         failed: set[str] = set()
         last: RetryableError = RetryableError("no upstream configured")
@@ -124,10 +127,15 @@ class ChatClient:
                     completion = await self._call(state.upstream, messages, max_tokens, temperature,
                                                   _remaining(deadline))
                 except RetryableError as exc:
+                    _tried(tries, state.upstream, str(exc))
                     state.breaker.record_failure()
                     failed.add(state.upstream.name)
                     last = exc
                     continue
+                except PermanentError as exc:
+                    _tried(tries, state.upstream, str(exc))
+                    raise
+                _tried(tries, state.upstream, ANSWERED, completion.model)
                 state.breaker.record_success()
                 return completion
         raise last
@@ -280,6 +288,12 @@ def _url_password(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:
         return None
+
+
+def _tried(tries: list[Step] | None, upstream: Upstream, outcome: str, model: str = "") -> None:
+    if tries is not None:  # redacted before cutting: a cut through a key would no longer match
+        tries.append(Step("llm", redact(model or upstream.model), upstream.name,
+                          redact(outcome)[:MAX_OUTCOME_CHARS]))
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -43,7 +43,7 @@ from topics.errors import PointsmanError, RetryableError
 from topics.limits import encode_dead_letter, encode_result
 from topics.names import Topics
 from topics.redact import redact
-from topics.schemas import DeadLetter, RouteRequest
+from topics.schemas import MAX_OUTCOME_CHARS, DeadLetter, RouteRequest, Step
 from topics.shadow import encode_evaluation
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, result_for
@@ -323,9 +323,11 @@ class LlmWorker:
                     else time.monotonic() + (request.started_at + budget - time.time()))
         messages = [{"role": m.role, "content": m.content} for m in query.chat()]
         started = time.perf_counter()
+        tries: list[Step] = []  # each upstream call, as the client makes it (failover included)
         try:
             done = await self.client.complete(messages, max_tokens=query.max_tokens,
-                                              temperature=query.temperature, deadline=deadline)
+                                              temperature=query.temperature, deadline=deadline,
+                                              tries=tries)
             cost = self.settings.prices.llm_cost(done.model, done.prompt_tokens,
                                                  done.completion_tokens,
                                                  configured=self.client.settings.model)
@@ -335,16 +337,19 @@ class LlmWorker:
                 inference_ms=(time.perf_counter() - started) * 1000, cost_usd=cost,
                 # the all-LLM path would have made this very call: its cost is the counterfactual
                 # (an escalated result's cost_usd adds the SLM attempt on top: result_for)
-                all_llm_cost_usd=cost,
+                all_llm_cost_usd=cost, upstream=done.upstream, attempts=len(tries),
+                trail=tuple(tries),
             )
         except PointsmanError as exc:
             # retries are spent or the deadline passed: answer with the error, never loop forever
             return Answer("", self.client.settings.model, error=f"llm failed: {exc}",
-                          inference_ms=(time.perf_counter() - started) * 1000)
+                          inference_ms=(time.perf_counter() - started) * 1000,
+                          attempts=len(tries), trail=_with_end(tries, str(exc)))
         except Exception as exc:  # a bug or an unmapped client error: keep the query, say why
             _log_unexpected(f"LLM call for {request.query_id} failed unexpectedly", exc)
             return Answer("", self.client.settings.model, error=f"llm failed: internal error: {exc!r}",
-                          inference_ms=(time.perf_counter() - started) * 1000)
+                          inference_ms=(time.perf_counter() - started) * 1000,
+                          attempts=len(tries), trail=tuple(tries))
 
     def _dead_letter(self, request: RouteRequest, error: str) -> Outgoing:
         letter = DeadLetter(
@@ -378,6 +383,14 @@ class LlmWorker:
                               if (m.topic(), m.partition()) not in revoked)
         for done in self._paused.values():  # assigned again, a partition starts unpaused
             done -= revoked
+
+
+def _with_end(tries: list[Step], why: str) -> tuple[Step, ...]:
+    """The calls made, and why the LLM track gave up if no call says it (the deadline passed, every
+    circuit open): the trail's last step tells why there is no answer."""
+    if tries and tries[-1].outcome == redact(why)[:MAX_OUTCOME_CHARS]:
+        return tuple(tries)
+    return (*tries, Step("llm", outcome=redact(why)[:MAX_OUTCOME_CHARS]))
 
 
 def _of_topic(consumer: Consumer, topic: str) -> list[TopicPartition]:

@@ -16,7 +16,7 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,8 @@ from confluent_kafka import Message
 from infra.kafka_io import Outgoing, OutputProducer
 from topics.codec import encode
 from topics.names import Topics
-from topics.schemas import RouteRequest, ShadowOf
+from topics.redact import redact
+from topics.schemas import ANSWERED, MAX_OUTCOME_CHARS, RouteRequest, ShadowOf, Step
 from topics.shadow import shadow_chosen, shadow_request
 from workers.answered import AnsweredIndex
 from workers.answers import Answer, decode_requests, results_for_group
@@ -109,6 +110,7 @@ class SlmHandler:
             if group.leader.escalate and self._should_escalate(answer):
                 out += self._escalate(group, answer)
                 continue
+            answer = replace(answer, trail=(Step("slm", answer.model, outcome=ANSWERED),))
             self.recent.put(group.leader.fingerprint, answer, time.time())
             out += results_for_group(group, answer, "slm", picked_at, topics)
             out += self._shadow(group.leader, answer)
@@ -174,11 +176,15 @@ class SlmHandler:
             f"low confidence {answer.confidence:.2f} < {self.settings.escalate_below:.2f}"
             + (f" ({answer.confidence_note})" if answer.confidence_note else "")
         )
+        # the SLM's try and why it handed on, first in the trail of the LLM's result (redacted:
+        # an engine error's text leaves the process with it)
+        tried = Step("slm", answer.model, outcome=redact(reason)[:MAX_OUTCOME_CHARS])
         out = []
         for i, request in enumerate([group.leader, *group.followers]):
             # the attempt ran once, for the leader: only its result carries the attempt's cost
             escalated = msgspec.structs.replace(request, track="llm", escalation=reason,
-                                                prior_cost_usd=answer.cost_usd if i == 0 else 0.0)
+                                                prior_cost_usd=answer.cost_usd if i == 0 else 0.0,
+                                                trail=(*request.trail, tried))
             out.append(Outgoing(self.settings.topics.route("llm", request.lane), request.fingerprint.encode(),
                                 encode(escalated)))
         return out

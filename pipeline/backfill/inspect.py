@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -76,4 +77,9 @@ def _result_columns(reader: Reader) -> tuple[list[str], list[str]]:
 
 
 def print_json(data: Any) -> str:
-    return json.dumps(data, default=str, indent=2)
+    return json.dumps(data, default=_json_value, indent=2)
+
+
+def _json_value(value: Any) -> Any:
+    # costs are Decimal(18, 9): a number in JSON, not a string
+    return float(value) if isinstance(value, Decimal) else str(value)

@@ -2,7 +2,8 @@
 
 All satisfy pipeline.policy.Policy (`decide(query) -> Decision`); the reason string records the
 policy, score, threshold (and A/B arm), which the router copies into RouteRequest.reason and so
-into Result.route_reason.
+into Result.route_reason; the same figures travel as Decision.policy / score / threshold to the
+results table's columns of those names.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from pipeline.policy import Decision, Policy
+from pipeline.policy import FORCED, Decision, Policy
 from pipeline.routing.scorer import DifficultyScorer, GatedModel, load_model
 from topics.schemas import Query, Track
 
@@ -127,7 +128,8 @@ class LearnedPolicy:
         override = self.overrides.get(query.tenant)
         if override is not None and override.track is not None:
             return Decision(override.track, f"{self.name}: tenant {query.tenant} forced to {override.track}",
-                            escalate=override.track != "slm")  # forced to the SLM: its own answers
+                            escalate=override.track != "slm",  # forced to the SLM: its own answers
+                            policy=FORCED)
         self._maybe_reload()
         text = query_text(query)
         score = float(self.scorer.score([text], None if vector is None else vector[None, :])[0])
@@ -145,7 +147,8 @@ class LearnedPolicy:
         track: Track = "llm" if score >= threshold else "slm"  # type: ignore[operator]
         who = f"tenant {query.tenant} " if own else ""
         return Decision(track, f"{self.name}: score {score:.3f} {'>=' if track == 'llm' else '<'} "
-                               f"{who}threshold {threshold:.3f} ({mode})")
+                               f"{who}threshold {threshold:.3f} ({mode})",
+                        policy=self.name, score=score, threshold=float(threshold))  # type: ignore[arg-type]
 
 
 def arm_of(unit: str, weights: Sequence[float], salt: str = "") -> int:
@@ -172,7 +175,10 @@ class ABSplit:
         unit = str(query.metadata.get(self.unit_key, query.tenant))
         arm, _, policy = self.arms[arm_of(unit, [w for _, w, _ in self.arms], self.salt)]
         inner = policy.decide(query, vector)
-        return Decision(inner.track, f"{self.name}[{self.salt}:{arm}] {inner.reason}")
+        # the arm in the policy column too, so arms compare with a GROUP BY
+        return Decision(inner.track, f"{self.name}[{self.salt}:{arm}] {inner.reason}",
+                        escalate=inner.escalate, policy=f"{self.name}[{self.salt}]:{arm}",
+                        score=inner.score, threshold=inner.threshold)
 
 
 def parse_overrides(spec: str) -> dict[str, TenantOverride]:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ def test_every_row_carries_its_counterfactual_and_escalations_pay_the_slm_attemp
     assert pipeline.wait_until(RESULTS, total, timeout=120) == total
 
     columns, rows = pipeline.reader().query(ROWS)
-    by_id = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    # costs are Decimal(18, 9) (migration 008); compared here with the float prices
+    by_id = {row[0]: {c: float(v) if isinstance(v, Decimal) else v
+                      for c, v in zip(columns, row, strict=True)} for row in rows}
     routes = {r["route"] for r in by_id.values()}
     assert {"slm", "escalated", "llm", "coalesced", "cache"} <= routes, routes
     assert all(r["error"] == "" for r in by_id.values())
@@ -122,3 +125,41 @@ def test_every_row_carries_its_counterfactual_and_escalations_pay_the_slm_attemp
     assert per_route["cache"]["savings"] == 1.0 and per_route["escalated"]["savings"] < 0
     assert data["totals"]["all_llm_cost_usd"] > data["totals"]["cost_usd"] > 0
     assert 0 < data["totals"]["savings"] < 1
+
+
+DECIDED = ("SELECT query_id, route, model, policy, score, threshold, upstream, attempts, trail.track, "
+           "trail.model, trail.upstream, trail.outcome, toTypeName(cost_usd), toTypeName(total_ms), "
+           "total_ms > 0 FROM pointsman.results FINAL")
+
+
+def test_every_row_says_how_it_was_decided_and_made(
+        pipeline: Pipeline, broker: str, slm_worker: None) -> None:
+    """The routing decision, the upstream that answered and its attempts, and the trail of tries,
+    as ClickHouse columns: from the router and workers through the sink."""
+    pipeline.start("sink", "router", "llm")
+    send(pipeline, broker, [{"id": "easy", "text": "easy question"},
+                            {"id": "hard", "text": "hard question"},
+                            {"id": "long", "text": "long question", "max_tokens": 512}])
+    assert pipeline.wait_until(RESULTS, 3, timeout=300) == 3
+    send(pipeline, broker, [{"id": "easy-again", "text": "easy question"}])  # the exact cache's
+    assert pipeline.wait_until(RESULTS, 4, timeout=120) == 4
+    columns, rows = pipeline.reader().query(DECIDED)
+    by_id = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    easy, hard, long, again = (by_id[q] for q in ("easy", "hard", "long", "easy-again"))
+
+    def decision(row: dict) -> tuple:
+        return row["route"], row["policy"], row["score"], row["threshold"]
+
+    assert decision(easy) == ("slm", "baseline-length", pytest.approx(13 / 400), 1.0)  # its 13 chars of 400
+    assert (easy["upstream"], easy["attempts"], easy["trail.track"], easy["trail.outcome"]) == (
+        "", 0, ["slm"], ["answered"])
+    assert decision(hard) == ("escalated", "baseline-length", pytest.approx(13 / 400), 1.0)
+    assert (hard["upstream"], hard["attempts"], hard["trail.track"], hard["trail.upstream"]) == (
+        "default", 1, ["slm", "llm"], ["", "default"])  # the upstream's configured name, never its URL
+    assert hard["trail.outcome"][0].startswith("low confidence 0.00 < 0.50"), hard
+    assert hard["trail.outcome"][1] == "answered" and hard["trail.model"][1] == hard["model"] != ""
+    assert decision(long) == ("llm", "baseline-length", 2.0, 1.0)  # its answer budget twice over
+    assert (long["upstream"], long["attempts"], long["trail.track"]) == ("default", 1, ["llm"])
+    assert decision(again) == ("cache", "", None, None) and again["trail.track"] == []
+    assert {(r["toTypeName(cost_usd)"], r["toTypeName(total_ms)"]) for r in by_id.values()} == {
+        ("Decimal(18, 9)", "Float64")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import stat
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -221,7 +222,8 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
     assert migrate(database.client) == ["002_ttl_from_inserted_at.sql",
                                         "003_results_key_with_fingerprint.sql",
                                         "004_counterfactual_cost.sql", "005_evaluations.sql",
-                                        "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
+                                        "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql",
+                                        "008_decisions_upstreams_decimal_cost.sql"]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -248,15 +250,21 @@ def refresh_rollup(database: Database) -> None:
     database.command("SYSTEM WAIT VIEW pointsman.results_per_minute_mv")
 
 
-# the results columns that 006_lanes_jobs_prompts.sql adds, and those before it and 004
+# the results columns that 008 and 006_lanes_jobs_prompts.sql add, and those before them and 004
+COLUMNS_008 = ("policy", "score", "threshold", "upstream", "attempts", "trail")
+COLUMNS_007 = [c for c in RESULT_COLUMNS if c not in COLUMNS_008]
 COLUMNS_006 = ("lane", "job", "prompt", "messages", "max_tokens", "temperature", "metadata")
-COLUMNS_005 = [c for c in RESULT_COLUMNS if c not in COLUMNS_006]
+COLUMNS_005 = [c for c in COLUMNS_007 if c not in COLUMNS_006]
 LEGACY_COLUMNS = [c for c in COLUMNS_005 if c not in ("all_llm_cost_usd", "slm_cost_usd")]
 
 
 def insert_legacy(database: Database, rows: list[Result], columns: list[str] = LEGACY_COLUMNS) -> None:
-    """Rows as a sink before migration 004 (or another, by its columns) wrote them."""
-    values = [[v for c, v in zip(RESULT_COLUMNS, result_row(r), strict=True) if c in columns]
+    """Rows as a sink before migration 004 (or another, by its columns) wrote them: costs as the
+    floats they were (before 008 nothing rounded them)."""
+    raw = {"cost_usd": lambda r: r.cost_usd, "all_llm_cost_usd": lambda r: r.all_llm_cost_usd,
+           "slm_cost_usd": lambda r: r.slm_cost_usd}
+    values = [[raw[c](r) if c in raw else v
+               for c, v in zip(RESULT_COLUMNS, result_row(r), strict=True) if c in columns]
               for r in rows]
     database.insert("pointsman.results", values, columns)
 
@@ -272,14 +280,16 @@ def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
              "cost_usd, fingerprint, submitted_at, completed_at, inserted_at "
              "FROM pointsman.results ORDER BY query_id")
     before = database.query(every)[1]
-    assert migrate(database.client)[:1] == ["004_counterfactual_cost.sql"]
-    assert migrate(database.client) == []  # recorded: a restart does not run it again
+    upto = "007_rollup_from_final.sql"  # 008 retypes the costs: its own test compares by value
+    assert migrate(database.client, upto)[:1] == ["004_counterfactual_cost.sql"]
+    assert migrate(database.client, upto) == []  # recorded: a restart does not run it again
     # a crash after its statements ran but before it was recorded (so none after it ran either):
     # the rerun must be harmless
     database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '004'")
-    assert migrate(database.client) == ["004_counterfactual_cost.sql", "005_evaluations.sql",
-                                        "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
+    assert migrate(database.client, upto) == ["004_counterfactual_cost.sql", "005_evaluations.sql",
+                                              "006_lanes_jobs_prompts.sql", upto]
     assert database.query(every)[1] == before  # every old row, every value, untouched
+    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
     assert database.query("SELECT count(), sum(all_llm_cost_usd), sum(slm_cost_usd) "
                           "FROM pointsman.results")[1] == [(20, 0.0, 0.0)]  # old rows: unknown
     # new rows land with both columns, and the per-minute rollup sums the counterfactual
@@ -287,13 +297,14 @@ def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
                    slm_cost_usd=0.0001)
     SinkWriter(database, TOPICS)(messages([fresh]))
     assert database.query("SELECT all_llm_cost_usd, slm_cost_usd FROM pointsman.results "
-                          "WHERE query_id = 'new'")[1] == [(0.002, 0.0001)]
+                          "WHERE query_id = 'new'")[1] == [(Decimal("0.002"), Decimal("0.0001"))]
     refresh_rollup(database)
     assert database.query(
         "SELECT queries, cost_usd, all_llm_cost_usd FROM pointsman.results_per_minute "
-        "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [(1, 0.0001, 0.002)]
-    assert database.query("SELECT sum(queries), round(sum(cost_usd), 6) FROM "
-                          "pointsman.results_per_minute")[1] == [(21, round(0.0001 + 0.19, 6))]
+        "WHERE minute = toStartOfMinute(toDateTime(1800000000))")[1] == [
+            (1, Decimal("0.0001"), Decimal("0.002"))]
+    assert database.query("SELECT sum(queries), sum(cost_usd) FROM "
+                          "pointsman.results_per_minute")[1] == [(21, Decimal("0.1901"))]
 
 
 def test_a_replayed_batch_never_changes_the_rollup(db: Database) -> None:
@@ -329,11 +340,13 @@ def test_a_database_at_005_gains_lanes_jobs_and_prompts_in_place_without_loss(
     insert_legacy(database, old, COLUMNS_005)
     every = f"SELECT {', '.join(COLUMNS_005)}, inserted_at FROM pointsman.results ORDER BY query_id"
     before = database.query(every)[1]
-    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
+    upto = "007_rollup_from_final.sql"  # 008 retypes the costs: its own test compares by value
+    assert migrate(database.client, upto) == ["006_lanes_jobs_prompts.sql", upto]
     # a crash after its statements ran but before it was recorded: the rerun must be harmless
     database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '006'")
-    assert migrate(database.client) == ["006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql"]
+    assert migrate(database.client, upto) == ["006_lanes_jobs_prompts.sql", upto]
     assert database.query(every)[1] == before  # every old row, every value, untouched
+    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
     assert database.query(  # old rows read as live traffic of no job, their prompt unknown
         "SELECT DISTINCT lane, job, prompt, messages, max_tokens, length(metadata) "
         "FROM pointsman.results")[1] == [("live", "", "", "", 0, 0)]
@@ -416,3 +429,88 @@ def test_the_embedded_data_dir_is_private(opened: Opener, tmp_path: Path) -> Non
     existing.chmod(0o755)
     opened(existing)
     assert stat.S_IMODE(existing.stat().st_mode) == 0o700
+
+
+def test_a_database_at_007_is_rebuilt_with_decimal_costs_and_the_new_columns_without_loss(
+        opened: Opener, tmp_path: Path) -> None:
+    import numpy as np
+
+    from topics.schemas import Step
+
+    database = opened(tmp_path / "clickhouse", upto="007_rollup_from_final.sql")
+    apply_retention(database, 30)  # a retention setting other than the default: it must survive
+    now = time.time()
+    # costs with float noise either side of their decimal, latencies a Float32 cannot hold exactly
+    costs = [0.1 + 0.2, 0.000299999999999, 0.12345678951, 1e-10, 0.0003, 7 * 0.15e-6]
+    old = [result(f"r{i}", submitted_at=now - i * 86_400, completed_at=now, cost_usd=cost,
+                  all_llm_cost_usd=cost * 3, slm_cost_usd=cost / 2, route=("slm", "llm")[i % 2],
+                  lane=("live", "backfill")[i % 2], job=("", "hist")[i % 2], confidence=0.5,
+                  query=Query(text=f"asked {i}", max_tokens=9, metadata={"k": str(i)}),
+                  route_reason=f"why {i}")
+           for i, cost in enumerate(costs)]
+    for i, r in enumerate(old):
+        r.timings.queued_ms, r.timings.total_ms = 0.1 * (i + 1), 12.3 + 1000.7 * i
+    insert_legacy(database, old, COLUMNS_007)
+    kept = [c for c in COLUMNS_007 if c not in ("cost_usd", "all_llm_cost_usd", "slm_cost_usd")
+            and not c.endswith("_ms")] + ["inserted_at"]
+    every = f"SELECT {', '.join(kept)} FROM pointsman.results ORDER BY query_id"
+    before = database.query(every)[1]
+    money = ("SELECT cost_usd, all_llm_cost_usd, slm_cost_usd, queued_ms, routed_ms, wait_ms, "
+             "inference_ms, total_ms FROM pointsman.results ORDER BY query_id")
+    floats = database.query(money)[1]
+    assert floats[0][0] == 0.1 + 0.2 and floats[0][-1] != 12.3  # the noise 008 takes out
+
+    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    # a crash after the swap, before the old table was dropped, then the rerun: the old table
+    # is left under the copy's name (here with a row that must not come back)
+    database.command("CREATE TABLE pointsman.results_rebuild AS pointsman.results")
+    database.command("INSERT INTO pointsman.results_rebuild (query_id, submitted_at, completed_at) "
+                     "VALUES ('stale', now64(3), now64(3))")
+    database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '008'")
+    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    assert migrate(database.client) == []
+
+    assert database.query(every)[1] == before  # every other value of every old row, untouched
+    usd = [Decimal(repr(round(v, 9))) for v in costs]  # each cost, rounded to its nine places
+    for row, old_values, cost in zip(database.query(money)[1], floats, costs, strict=True):
+        assert row[:3] == (Decimal(repr(round(cost, 9))), Decimal(repr(round(cost * 3, 9))),
+                           Decimal(repr(round(cost / 2, 9))))
+        # each latency is its Float32's shortest decimal: 12.3, not 12.300000190734863
+        assert list(row[3:]) == [float(str(np.float32(v))) for v in old_values[3:]]
+    assert database.query("SELECT sum(cost_usd) FROM pointsman.results")[1] == [(sum(usd),)]
+    assert database.query("SELECT DISTINCT policy, score, threshold, upstream, attempts, trail "
+                          "FROM pointsman.results")[1] == [("", None, None, "", 0, [])]
+    types = dict(database.query("SELECT name, type FROM system.columns WHERE database = "
+                                "'pointsman' AND table = 'results'")[1])
+    assert {types[c] for c in ("cost_usd", "all_llm_cost_usd", "slm_cost_usd")} == {"Decimal(18, 9)"}
+    assert {types[c] for c in COLUMNS_007 if c.endswith("_ms")} == {"Float64"}
+    assert retention_days(database, "results", "answer") == 30
+    assert retention_days(database, "results", "prompt") == 30
+    assert "results_rebuild" not in {r[0] for r in database.query("SHOW TABLES FROM pointsman")[1]}
+
+    # new rows carry the decision, the upstream, its attempts and the trail; the rollup is exact
+    fresh = result("new", route="escalated", submitted_at=now, cost_usd=0.1, policy="learned",
+                   score=0.71, threshold=0.6, upstream="backup", attempts=2, trail=(
+                       Step("slm", "smol", outcome="low confidence 0.20 < 0.50"),
+                       Step("llm", "gpt-4o-mini", "primary", "primary answered 503"),
+                       Step("llm", "gpt-4o-mini", "backup", "answered")))
+    SinkWriter(database, TOPICS)(messages([fresh, *(result(f"d{i}", cost_usd=0.1, submitted_at=now)
+                                                    for i in range(9))]))
+    assert [list(r) for r in database.query(
+        "SELECT policy, score, threshold, upstream, attempts, trail.track, trail.upstream, "
+        "trail.outcome FROM pointsman.results WHERE query_id = 'new'")[1]] == [[
+            "learned", 0.71, 0.6, "backup", 2, ["slm", "llm", "llm"], ["", "primary", "backup"],
+            ["low confidence 0.20 < 0.50", "primary answered 503", "answered"]]]
+    assert database.query("SELECT sum(cost_usd) FROM pointsman.results WHERE query_id = 'new' "
+                          "OR query_id LIKE 'd%'")[1] == [(Decimal("1"),)]  # 0.1 ten times: 1
+    refresh_rollup(database)
+    assert database.query("SELECT sum(cost_usd), toTypeName(sum(cost_usd)) FROM "
+                          "pointsman.results_per_minute")[1] == [(sum(usd) + 1, "Decimal(38, 9)")]
+
+
+def test_a_cost_is_stored_rounded_to_nine_places_not_cut(db: Database) -> None:
+    # the client writes a float's repr cut after nine places: 0.000299999999999 would be 0.000299999
+    SinkWriter(db, TOPICS)(messages([result("a", cost_usd=0.000299999999999),
+                                     result("b", cost_usd=0.1 + 0.2, all_llm_cost_usd=0.0009999999999)]))
+    assert db.query("SELECT cost_usd, all_llm_cost_usd FROM pointsman.results ORDER BY query_id")[1] == [
+        (Decimal("0.0003"), Decimal("0")), (Decimal("0.3"), Decimal("0.001"))]

@@ -10,6 +10,7 @@ import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -335,7 +336,8 @@ def test_dashboard_numbers_are_right_on_known_rows(database: Database) -> None:
     assert sorted((r["route"], r["share"]) for r in shares) == [
         ("cache", 0.25), ("llm", 0.25), ("semantic_cache", 0.25), ("slm", 0.25)]
     (cost,) = _rows(database, "Cost against the all-LLM counterfactual")
-    assert cost["cost"] == pytest.approx(0.0021) and cost["all_llm_cost"] == pytest.approx(0.007)
+    # Decimal sums: exact, no float noise
+    assert cost["cost"] == Decimal("0.0021") and cost["all_llm_cost"] == Decimal("0.007")
     latency = {r["route"]: r["p50_ms"] for r in _rows(database, "Latency per route (ms)")}
     assert latency == {"cache": 3, "llm": 900, "semantic_cache": 8, "slm": 120}
     letters = {r["reason_kind"]: r["letters"] for r in _rows(database, "Dead letters by reason")}

@@ -241,3 +241,47 @@ def test_every_upstream_key_is_registered_for_redaction_when_the_client_is_built
            Upstream("b", "http://b/v1", "m", api_key="sk-second-key-def"))
     ChatClient(LlmSettings(upstreams=ups), httpx.AsyncClient())
     assert redact("sk-first-key-abc sk-second-key-def proxy-pass-123") == " ".join([MARK] * 3)
+
+
+def test_each_call_made_is_a_try_in_order_with_its_upstream_and_outcome() -> None:
+    """Failover and retries, as the results table's trail and attempts show them."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503) if request.url.host == "primary" else httpx.Response(200, json=OK)
+
+    async def main() -> tuple[object, list]:
+        ups = (Upstream("primary", "http://user:pw-in-url@primary/v1", "m-a", api_key="sk-try-secret"),
+               Upstream("secondary", "http://secondary/v1", "m-b"))
+        tries: list = []
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = ChatClient(LlmSettings(upstreams=ups, backoff_s=0.001), http)
+            done = await client.complete([{"role": "user", "content": "x"}], max_tokens=5,
+                                         temperature=0, tries=tries)
+        return done, tries
+
+    done, tries = asyncio.run(main())
+    assert done.upstream == "secondary"  # type: ignore[attr-defined]
+    assert [(t.track, t.upstream, t.model, t.outcome) for t in tries] == [
+        ("llm", "primary", "m-a", "primary answered 503"),
+        ("llm", "secondary", "m-1", "answered")]  # the model the upstream said it ran
+    assert "pw-in-url" not in repr(tries) and "sk-try-secret" not in repr(tries)
+
+
+def test_a_permanent_failure_is_a_try_too_and_the_key_it_echoes_is_redacted() -> None:
+    tries: list = []
+    server = StandinServer(StandinLLM(model="gpt-4o-mini", faults=Faults(echo_auth=1.0))).start()
+
+    async def main() -> None:
+        upstream = Upstream("standin", server.base_url, "gpt-4o-mini", api_key=KEY)
+        async with httpx.AsyncClient() as http:
+            client = ChatClient(LlmSettings(upstreams=(upstream,), retries=0), http)
+            with pytest.raises(PermanentError):
+                await client.complete([{"role": "user", "content": "x"}], max_tokens=5,
+                                      temperature=0, tries=tries)
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+    (step,) = tries
+    assert step.upstream == "standin" and "answered 401" in step.outcome
+    assert KEY not in step.outcome and len(step.outcome) <= 300

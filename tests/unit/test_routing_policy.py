@@ -90,3 +90,25 @@ def test_parse_overrides() -> None:
     with pytest.raises(ValueError, match="TENANT="):
         parse_overrides("x=maybe")
     assert parse_thresholds("acme=0.9,globex=0.95") == {"acme": 0.9, "globex": 0.95}
+
+
+def test_the_decision_names_its_policy_score_and_threshold_as_columns_do() -> None:
+    policy = LearnedPolicy(length_scorer(), threshold=0.5, overrides={
+        "vip": TenantOverride(track="llm"), "cheap": TenantOverride(threshold=0.9999)})
+    long = policy.decide(Query(text="explain " * 200))
+    assert (long.policy, long.threshold) == ("learned", 0.5) and long.score is not None
+    assert long.score >= 0.5 and f"score {long.score:.3f}" in long.reason  # the same figures
+    cheap = policy.decide(Query(tenant="cheap", text="explain " * 10))
+    assert cheap.threshold == 0.9999 and cheap.score is not None and cheap.score < 0.9999
+    forced = policy.decide(Query(tenant="vip", text="hi"))
+    assert (forced.policy, forced.score, forced.threshold) == ("tenant-forced", None, None)
+
+
+def test_an_ab_arm_is_in_the_policy_column_and_keeps_the_arms_escalation_rule() -> None:
+    from pipeline.policy import TenantForced
+
+    forced = TenantForced(FixedPolicy("llm"), {"acme": "slm"})
+    split = ABSplit((("control", 0.5, forced), ("treat", 0.5, forced)), salt="exp1")
+    decision = split.decide(Query(tenant="acme", text="x", metadata={"user": "u42"}))
+    assert decision.policy in ("ab[exp1]:control", "ab[exp1]:treat")
+    assert decision.track == "slm" and decision.escalate is False  # forced to the SLM: its own answers
