@@ -110,27 +110,26 @@ def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, d
 
 class _Judge:
     """Teacher-forced greedy agreement of candidates with the source model, decoding the
-    prompts in chunks of each batch size (the source's own tokens at that batch size are
-    the reference: what `bench slm` compares). Returns the lowest over the batch sizes."""
+    prompts in chunks of each batch size; the lowest over the batch sizes. The reference is
+    the source's greedy tokens, decoded once at the largest batch (fp32's tokens do not depend
+    on the batch: a test checks that, and `bench slm` compares per batch the same way)."""
 
     def __init__(self, src_engine: SlmEngine, prompts: Sequence[str], tokens: int,
                  batches: Sequence[int]) -> None:
         self.src_engine, self.tokens, self.batches = src_engine, tokens, tuple(batches)
         self.encoded = [src_engine.encode([{"role": "user", "content": p}]) for p in prompts]
-        self._reference: dict[int, list[list[int]]] = {}
+        self._reference: list[list[int]] | None = None
 
-    def reference(self, batch: int) -> list[list[int]]:
-        if batch not in self._reference:
-            self._reference[batch] = self._decode(self.src_engine, batch, None)[0]
-        return self._reference[batch]
+    @property
+    def reference(self) -> list[list[int]]:
+        if self._reference is None:
+            self._reference = self._decode(self.src_engine, max(self.batches), None)[0]
+        return self._reference
 
     def per_batch(self, engine: SlmEngine) -> dict[int, float]:
-        found = {}
-        for batch in self.batches:
-            reference = self.reference(batch)
-            picks = self._decode(engine, batch, reference)[1]
-            found[batch] = float(np.mean(np.array(picks) == np.array(reference)))
-        return found
+        reference = np.array(self.reference)
+        return {batch: float(np.mean(np.array(self._decode(engine, batch, self.reference)[1]) == reference))
+                for batch in self.batches}
 
     def agreement(self, engine: SlmEngine) -> float:
         return min(self.per_batch(engine).values())
