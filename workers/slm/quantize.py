@@ -241,8 +241,12 @@ def quantize_dir(
                     steps.step(f"{', '.join(kept)} in {fallback}: {reached:.1%}")
         else:
             kept = [part for part in fallback_parts if part in names]
-        steps.stage(f"held-out check: {len(held_out.encoded)} benchmark prompts at batch "
-                    f"{'/'.join(map(str, HELD_OUT_BATCHES))}, target {target:.0%}")
+
+        def held_out_stage() -> None:
+            steps.stage(f"held-out check: {len(held_out.encoded)} benchmark prompts at batch "
+                        f"{'/'.join(map(str, HELD_OUT_BATCHES))}, target {target:.0%}")
+
+        held_out_stage()
         further: list[str] = []
         while True:
             path = candidate(kept)
@@ -253,8 +257,10 @@ def quantize_dir(
             if agreement >= target:
                 break
             shutil.rmtree(path)
-            if not gains:
+            ranked_now = not gains
+            if ranked_now:  # a recipe missed: rank the parts, then go on checking
                 sensitivity(tuned([]))
+                held_out_stage()
             left = [p for p in sorted(gains, key=gains.__getitem__, reverse=True) if p not in kept]
             if not left:
                 raise ConfigError(
@@ -264,7 +270,8 @@ def quantize_dir(
             steps.note(f"held-out agreement {agreement:.1%} < {target:.0%}: {left[0]} to {fallback} too")
             kept.append(left[0])
             further.append(left[0])
-            steps.grow(1)
+            if not ranked_now:
+                steps.grow(1)
         _copy_side_files(path, dst, model_name)
         for item in path.glob("model.onnx*"):
             shutil.move(item, dst / item.name)
