@@ -160,8 +160,8 @@ def test_kernel_bench_times_the_models_weight_matmuls(dirs: tuple[Path, Path, di
     for r, a in zip(ref, approx, strict=True):
         assert np.abs(r - a).max() < 0.05 * np.abs(r).max()
     rows = bench_kernels(fp32 / "model.onnx", batches=(1, 2), threads=1, runs=2, repeats=1)
-    assert [(r.batch, r.kernel.split()[0]) for r in rows] == [(1, "fp32"), (1, "int8"), (1, "int8"),
-                                                              (2, "fp32"), (2, "int8"), (2, "int8")]
+    kinds = ["fp32", "int8", "int4", "int8"]
+    assert [(r.batch, r.kernel.split()[0]) for r in rows] == [(b, k) for b in (1, 2) for k in kinds]
     assert all(r.ms > 0 for r in rows) and rows[0].vs_fp32 == 1.0
     console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
     assert run_bench_kernels(tmp_path, batches=(1,), threads=1, as_json=False, console=console) == 2

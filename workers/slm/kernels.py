@@ -3,10 +3,10 @@
 Every weight MatMul of the fp32 model (the projections of all layers and the LM head: the
 same shapes and the same bytes to stream per step as a real decode step), with random
 weights, as one graph per kernel: fp32 MatMul (MLAS SGEMM), weight-only int8 (MatMulNBits,
-quantize_int8's settings) and per-column int8 DynamicQuantizeMatMul (MLAS u8s8 QGEMM, the
-w8a8 form). Attention, norms and token choice are identical in both precisions, so the
-whole-model int8/fp32 ratio at a batch size cannot exceed the MatMul-only ratio here
-(the shipped int8 model mixes the two int8 kernels: see quantize.py).
+quantize_int8's settings: the shipped form), the same at 4 bits (for comparison) and
+per-column int8 DynamicQuantizeMatMul (MLAS u8s8 QGEMM, the w8a8 form). Attention, norms and
+token choice are identical in both precisions, so the whole-model int8/fp32 ratio at a batch
+size cannot exceed the MatMul-only ratio of the kernel the model uses.
 """
 
 from __future__ import annotations
@@ -106,13 +106,15 @@ def bench_kernels(
     model_path: Path, *, batches: Sequence[int] = (1, 8, 32), threads: int = 2,
     runs: int = 20, repeats: int = 3,
 ) -> list[KernelRow]:
-    from workers.slm.prepare import quantize_int8
+    from workers.slm.prepare import INT4_SETTINGS, quantize_int8
 
     shapes = weight_shapes(model_path)
     fp32 = fp32_graph(shapes)
     sessions = {
         "fp32 MatMul": _session(fp32, threads),
         "int8 MatMulNBits (weight-only)": _session(quantize_int8(fp32_graph(shapes)), threads),
+        "int4 MatMulNBits (weight-only, int8 compute)": _session(
+            quantize_int8(fp32_graph(shapes), settings=INT4_SETTINGS), threads),
         "int8 DynamicQuantizeMatMul (w8a8)": _session(qgemm_graph(shapes), threads),
     }
     rng = np.random.default_rng(1)

@@ -71,7 +71,14 @@ def is_complete(path: Path, *, fused: bool | None = None, method: str | None = N
                                     and marker.get("recipe") == INT8_RECIPE)))
 
 
-def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = ()) -> onnx.ModelProto:
+# For comparison only (`bench slm --kernels`): 4-bit blocks, the GGUF's own width. Requantising
+# the dequantised Q4_1 grid this way is lossy (the quantiser's integer zero points cannot hold
+# Q4_1's offsets): 73% agreement, so it is not a shipped form.
+INT4_SETTINGS: dict[str, Any] = {**INT8_SETTINGS, "bits": 4, "is_symmetric": False}
+
+
+def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = (),
+                  settings: dict[str, Any] = INT8_SETTINGS) -> onnx.ModelProto:
     """Replace every MatMul with a constant weight (projections and lm_head) by MatMulNBits,
     except the nodes named in `exclude`. Modifies `model` in place."""
     root = logging.getLogger()
@@ -89,7 +96,7 @@ def quantize_int8(model: onnx.ModelProto, *, exclude: Sequence[str] = ()) -> onn
     level = quant_log.level
     quant_log.setLevel(logging.WARNING)  # it logs one INFO line per node
     try:
-        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=list(exclude), **INT8_SETTINGS)
+        quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=list(exclude), **settings)
         quantizer.process()
     finally:
         quant_log.setLevel(level)
