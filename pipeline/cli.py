@@ -108,11 +108,18 @@ def _parser() -> argparse.ArgumentParser:
                           "strong_correct)")
     evaluate.add_argument("--limit", type=int, default=None,
                           help="pipeline: a fixed sample of N prompts spanning the subjects")
-    train = sub.add_parser("train", help="refit the router and write the model file it reloads")
-    train.add_argument("what", choices=["router"])
+    train = sub.add_parser("train", help="refit the router (or the semantic cache's per-tenant "
+                           "thresholds) and write the file the router reloads")
+    train.add_argument("what", choices=["router", "semantic"])
     train.add_argument("--from-clickhouse", action="store_true",
-                       help="add the judged outcomes in pointsman.evaluations (shadow evaluation)")
-    train.add_argument("--out", type=Path, default=None, help="default: POINTSMAN_ROUTER_MODEL")
+                       help="add the judged outcomes in pointsman.evaluations (shadow evaluation); "
+                       "semantic: required")
+    train.add_argument("--out", type=Path, default=None, help="default: POINTSMAN_ROUTER_MODEL; "
+                       "semantic: <data dir>/semantic_thresholds.json")
+    train.add_argument("--precision", type=float, default=0.95,
+                       help="semantic: judged precision to keep (its Wilson lower bound)")
+    train.add_argument("--min-judged", type=int, default=100,
+                       help="semantic: tenants with fewer judged hits keep the global threshold")
     train.add_argument("--json", action="store_true")
     label = sub.add_parser("label", help="label our own SLM right/wrong on the train splits (package data)")
     label.add_argument("what", choices=["slm"])
@@ -210,6 +217,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             batches = tuple(int(b) for b in args.batches.split(","))
             return commands.bench_slm(config, batches=batches, tokens=args.tokens, threads=args.threads,
                                       as_json=args.json, kernels=args.kernels)
+        case "train" if args.what == "semantic":
+            return _train_semantic(args, config)
         case "train":
             from pipeline.train_router import run_train_router
 
@@ -227,6 +236,22 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0
+
+
+def _train_semantic(args: argparse.Namespace, config: Config) -> int:
+    from pipeline import commands
+    from pipeline.semantic.cache import parse_thresholds
+    from pipeline.semantic.learned import FILE_NAME
+    from pipeline.train_semantic import run_train_semantic
+
+    if not args.from_clickhouse:
+        raise ConfigError("train semantic learns from judged hits only: add --from-clickhouse")
+    if not 0.0 < args.precision < 1.0 or args.min_judged < 1:
+        raise ConfigError("train semantic: --precision must be in (0, 1), --min-judged at least 1")
+    return run_train_semantic(commands.console, config.dsn, args.out or config.data_dir / FILE_NAME,
+                              global_threshold=config.semantic_threshold,
+                              static=parse_thresholds(config.semantic_tenant_thresholds),
+                              target=args.precision, min_judged=args.min_judged, as_json=args.json)
 
 
 def _backfill(args: argparse.Namespace, config: Config) -> int:

@@ -48,7 +48,9 @@ class RouterSettings:
     semantic: bool = True
     semantic_verifier: bool = True  # MiniLM checks the static stage's grey band (if installed)
     semantic_threshold: float = 0.85
-    semantic_tenant_thresholds: str = ""  # "acme=0.9,globex=0.95"
+    semantic_tenant_thresholds: str = ""  # "acme=0.9,globex=0.95"; wins over the learned file
+    # learned per-tenant thresholds (`pointsman train semantic`), reloaded when the file changes
+    semantic_thresholds_file: str = ""
     semantic_max_entries: int = 1_000_000
     batch_size: int = 2000
     batch_wait_s: float = 0.02
@@ -158,6 +160,7 @@ def build_semantic_cache(settings: RouterSettings) -> SemanticCache:
     from pipeline.semantic.cache import SemanticSettings, parse_thresholds
     from pipeline.semantic.embedders import make_embedder, minilm_available
     from pipeline.semantic.index import limit_blas_threads
+    from pipeline.semantic.learned import WatchedThresholds
 
     limit_blas_threads(1)  # two BLAS threads fighting over two cores make each lookup 10x slower
     verifier = None
@@ -166,7 +169,9 @@ def build_semantic_cache(settings: RouterSettings) -> SemanticCache:
     return SemanticCache(make_embedder("static"), verifier, SemanticSettings(
         threshold=settings.semantic_threshold, ttl_s=settings.cache_ttl_s,
         max_entries=settings.semantic_max_entries,
-        tenant_thresholds=parse_thresholds(settings.semantic_tenant_thresholds),
+        tenant_thresholds=WatchedThresholds(
+            parse_thresholds(settings.semantic_tenant_thresholds),
+            Path(settings.semantic_thresholds_file) if settings.semantic_thresholds_file else None),
     ))
 
 
