@@ -72,10 +72,13 @@ class RouterCore:
     def __init__(
         self, topics: Topics, policy: Policy, cache: ExactCache, limits: Limits | None = None,
         clock: Callable[[], float] = time.time, semantic: SemanticCache | None = None,
-        shadow_rate: float = 0.0,
+        shadow_rate: float = 0.0, explore_rate: float = 0.0,
     ) -> None:
         self.clock = clock
         self.shadow_rate = shadow_rate
+        # exploration: this share of the semantic cache's near misses (Lookup.near) is shadowed
+        # too, its candidate judged but never served: the evidence to lower a threshold with
+        self.explore_rate = explore_rate
         self.topics = topics
         self.policy = policy
         self.cache = cache
@@ -127,17 +130,24 @@ class RouterCore:
         return [out for out in outs if out is not None] + shadows
 
     def _cache_shadow(self, miss: _Miss, look: Lookup | None) -> list[Outgoing]:
-        """A semantic-cache hit chosen for shadowing, as a shadow request to the LLM track."""
-        if look is None or look.entry is None:
+        """A semantic-cache hit chosen for shadowing, or a near miss chosen for exploration (its
+        query routed as usual: the user gets the fresh answer), as a shadow request to the LLM."""
+        if look is None:
             return []
-        if not shadow_chosen(miss.query_id, miss.fingerprint, self.shadow_rate):
+        if look.entry is not None:
+            entry, route, rate = look.entry, "semantic_cache", self.shadow_rate
+        elif look.near is not None:
+            entry, route, rate = look.near, "semantic_near_miss", self.explore_rate
+        else:
+            return []
+        if not shadow_chosen(miss.query_id, miss.fingerprint, rate):
             return []
         now = self.clock()
         request = RouteRequest(query=miss.query, query_id=miss.query_id, fingerprint=miss.fingerprint,
                                track="llm", reason="", submitted_at=miss.submitted_at,
                                routed_at=now, timings=Timings())
-        served = ShadowOf(route="semantic_cache", answer=look.entry.answer, model=look.entry.model,
-                          similarity=look.similarity, source_query_id=look.entry.source_query_id)
+        served = ShadowOf(route=route, answer=entry.answer, model=entry.model,  # type: ignore[arg-type]
+                          similarity=look.similarity, source_query_id=entry.source_query_id)
         value = shadow_request(request, served, routed_at=now)
         if value is None:
             log.warning("shadow of %s not sent: too large for the broker", miss.query_id)

@@ -51,6 +51,10 @@ class RouterSettings:
     semantic_tenant_thresholds: str = ""  # "acme=0.9,globex=0.95"; wins over the learned file
     # learned per-tenant thresholds (`pointsman train semantic`), reloaded when the file changes
     semantic_thresholds_file: str = ""
+    # exploration: this share of the near misses (cosine within the band under the tenant's
+    # threshold) is shadowed and judged, never served: the evidence to lower a threshold with
+    semantic_explore_rate: float = 0.0
+    semantic_explore_band: float = 0.05
     semantic_max_entries: int = 1_000_000
     batch_size: int = 2000
     batch_wait_s: float = 0.02
@@ -98,7 +102,7 @@ def build_app(settings: RouterSettings) -> faust.App:
         ExactCache(ttl_s=settings.cache_ttl_s, max_entries=settings.cache_entries),
         limits=Limits(max_query_bytes=settings.max_query_bytes),
         semantic=build_semantic_cache(settings) if settings.semantic else None,
-        shadow_rate=settings.shadow_rate,
+        shadow_rate=settings.shadow_rate, explore_rate=settings.semantic_explore_rate,
     )
     producer = PipelinedProducer(settings.bootstrap, max_in_flight=settings.max_in_flight)
     feed = ResultsFeed(
@@ -172,6 +176,7 @@ def build_semantic_cache(settings: RouterSettings) -> SemanticCache:
         tenant_thresholds=WatchedThresholds(
             parse_thresholds(settings.semantic_tenant_thresholds),
             Path(settings.semantic_thresholds_file) if settings.semantic_thresholds_file else None),
+        explore_band=settings.semantic_explore_band if settings.semantic_explore_rate > 0 else 0.0,
     ))
 
 

@@ -1,7 +1,8 @@
 """`pointsman train semantic --from-clickhouse`: per-tenant semantic-cache thresholds from judged hits.
 
 Reads the semantic-cache hits that shadow evaluation judged (pointsman.evaluations, route
-semantic_cache, POINTSMAN_SHADOW_RATE), joined with their result's route reason (which says
+semantic_cache, POINTSMAN_SHADOW_RATE) and the explored near misses (route semantic_near_miss,
+POINTSMAN_SEMANTIC_EXPLORE_RATE), joined with their result's route reason (which says
 whether the tenant threshold decided the hit), applies the rule of pipeline/semantic/thresholds.py
 and writes the thresholds file the router watches (pipeline/semantic/learned.py), with its
 provenance. The router picks the new file up without a restart. A tenant named in
@@ -36,11 +37,12 @@ SPELLING = "same words up to spelling"  # the cache's reason for a hit no thresh
 
 JUDGED_HITS_SQL = """
 SELECT e.query_id, e.tenant, e.similarity, e.judge, e.score, r.route_reason,
-       toUnixTimestamp64Milli(e.evaluated_at)
+       toUnixTimestamp64Milli(e.evaluated_at), e.route = 'semantic_near_miss'
+
 FROM (
-    SELECT query_id, tenant, similarity, judge, score, evaluated_at
+    SELECT query_id, tenant, similarity, judge, score, evaluated_at, route
     FROM pointsman.evaluations FINAL
-    WHERE route = 'semantic_cache' AND similarity IS NOT NULL
+    WHERE route IN ('semantic_cache', 'semantic_near_miss') AND similarity IS NOT NULL
 ) AS e
 LEFT JOIN (
     SELECT query_id, route_reason FROM pointsman.results FINAL WHERE route = 'semantic_cache'
@@ -53,10 +55,12 @@ def judged_hits(reader: Reader, fast_accept: float) -> tuple[list[JudgedHit], di
     """The judged hits, and where they came from (for the file's provenance)."""
     _, rows = reader.query(JUDGED_HITS_SQL)
     hits = [JudgedHit(str(tenant), float(sim), is_correct(str(judge), float(score)),
-                      governed=SPELLING not in str(reason or "") and float(sim) < fast_accept)
-            for _, tenant, sim, judge, score, reason, _ in rows]
+                      governed=SPELLING not in str(reason or "") and float(sim) < fast_accept,
+                      explored=bool(explored))
+            for _, tenant, sim, judge, score, reason, _, explored in rows]
     times = [int(row[6]) for row in rows]
-    source = {"table": "pointsman.evaluations", "route": "semantic_cache", "rows": len(rows),
+    source = {"table": "pointsman.evaluations", "routes": ["semantic_cache", "semantic_near_miss"],
+              "rows": len(rows), "explored": sum(h.explored for h in hits),
               "first_evaluated_at": _iso(min(times) / 1000) if times else None,
               "last_evaluated_at": _iso(max(times) / 1000) if times else None,
               "first_query_id": str(rows[0][0]) if rows else None,
@@ -76,7 +80,8 @@ def thresholds_document(choices: list[Choice], rule: Rule, source: Mapping[str, 
                           "kept": c.kept, "correct": c.correct, "hit_share": round(c.hit_share, 4),
                           "precision": round(c.precision, 4),
                           "precision_bound": round(c.precision_bound, 4),
-                          "old_precision_bound": round(c.old_precision_bound, 4)}
+                          "old_precision_bound": round(c.old_precision_bound, 4),
+                          "explored": c.explored, "explored_correct": c.explored_correct}
                for c in choices if c.status != "too_few" and c.tenant not in static}
     return {"format": FORMAT, "written_at": _iso(time.time()), "source": dict(source),
             "rule": {"target": rule.target, "bound": "wilson lower, one-sided 95%", "z": rule.z,
@@ -119,7 +124,9 @@ def run_train_semantic(console: Console, dsn: str, out: Path, *, global_threshol
         console.print(f"  {c.tenant or '(none)'}: {c.status}, threshold {c.old:.3f} -> {c.new:.3f}; "
                       f"{c.judged} judged, hit share kept {c.hit_share:.1%}, precision "
                       f"{c.precision:.1%} (bound {c.old_precision_bound:.3f} -> "
-                      f"{c.precision_bound:.3f}){note}")
+                      f"{c.precision_bound:.3f})"
+                      + (f"; lowered on {c.explored_correct}/{c.explored} explored near misses"
+                         if c.explored else "") + note)
     return 0
 
 
@@ -127,4 +134,5 @@ def _row(c: Choice) -> dict[str, Any]:
     return {"tenant": c.tenant, "status": c.status, "old": c.old, "new": c.new, "judged": c.judged,
             "kept": c.kept, "correct": c.correct, "hit_share": c.hit_share,
             "precision": c.precision, "precision_bound": c.precision_bound,
-            "old_precision_bound": c.old_precision_bound}
+            "old_precision_bound": c.old_precision_bound, "explored": c.explored,
+            "explored_correct": c.explored_correct}

@@ -12,6 +12,9 @@ import msgspec
 
 Route = Literal["slm", "llm", "cache", "coalesced", "semantic_cache", "escalated"]
 Track = Literal["slm", "llm"]
+# what a shadow judges: a served answer (slm, semantic_cache), or a semantic-cache candidate just
+# under its tenant's threshold that was NOT served (exploration: the user got a fresh answer)
+JudgedRoute = Literal[Route, "semantic_near_miss"]
 # live: the queries topic, answered first; backfill: the backfill topic, answered in the room
 # live traffic leaves (router, route topics and workers alike)
 Lane = Literal["live", "backfill"]
@@ -62,7 +65,7 @@ class ShadowOf(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a shadow request is the shadow of: the answer the user was served, so the LLM worker
     can judge its own fresh answer against it (see topics/shadow.py)."""
 
-    route: Route  # how the served answer was made: slm or semantic_cache
+    route: JudgedRoute  # how the served answer was made: slm or semantic_cache (or a near miss)
     answer: str
     model: str = ""
     cost_usd: float = 0.0
@@ -169,7 +172,7 @@ class Evaluation(msgspec.Struct, omit_defaults=True):
 
     query_id: str
     tenant: str
-    route: Route  # the served route: slm or semantic_cache
+    route: JudgedRoute  # the served route: slm or semantic_cache; semantic_near_miss: not served
     judge: str
     score: float
     fingerprint: str = ""

@@ -10,6 +10,9 @@ A lookup (run only on exact-cache misses):
      static cosine >= fast_accept: hit; < fast_reject: miss; in between (the grey band) the
      verifier (MiniLM ONNX) embeds query and candidate in one micro-batch for the whole lookup
      batch, and its cosine must reach the tenant's threshold.
+  4. a miss whose deciding cosine is within `explore_band` under the tenant's threshold carries its
+     candidate as `Lookup.near`: the router may have it judged by a shadow (exploration), never
+     served. Tenant thresholds may be a live mapping (pipeline/semantic/learned.py).
 Entries are evicted oldest first past `max_entries` and dropped after `ttl_s`. Insertion order is
 the results stream's order, so every router that replays the stream holds the same cache.
 """
@@ -44,6 +47,9 @@ class SemanticSettings:
     tenant_thresholds: Mapping[str, float] = field(default_factory=dict)
     ivf_from: int = 20_000
     nprobe: int = 8
+    # exploration: a miss whose cosine is this close under the tenant's threshold carries its
+    # candidate (Lookup.near), so the router can have it judged without serving it (0: off)
+    explore_band: float = 0.0
 
     def threshold_for(self, tenant: str) -> float:
         return self.tenant_thresholds.get(tenant, self.threshold)
@@ -92,6 +98,7 @@ class Lookup:
     similarity: float | None  # cosine of the best candidate at the deciding stage
     stage: Literal["none", "static", "verifier"]
     reason: str  # for Result.route_reason: why it hit or missed
+    near: SemanticEntry | None = None  # a miss within explore_band under the threshold: its entry
 
 
 class SemanticCache:
@@ -171,7 +178,8 @@ class SemanticCache:
                                 f"spelling (cosine {sim:.3f}) vs {self._entries[eid].source_query_id}")
             elif self.verifier is None:
                 hit = sim >= s.threshold_for(keys[i].tenant)
-                out[i] = self._decide(hit, eid, sim, "static", s.threshold_for(keys[i].tenant))
+                out[i] = self._decide(hit, eid, sim, "static", s.threshold_for(keys[i].tenant),
+                                      near=True)
             elif sim >= max(s.fast_accept, s.threshold_for(keys[i].tenant)):  # a stricter tenant waits
                 out[i] = self._decide(True, eid, sim, "static", s.fast_accept)
             elif sim < s.fast_reject:
@@ -181,7 +189,7 @@ class SemanticCache:
         if grey:
             for (i, eid, _), sim in zip(grey, self._verify(keys, grey), strict=True):
                 out[i] = self._decide(sim >= s.threshold_for(keys[i].tenant), eid, sim, "verifier",
-                                      s.threshold_for(keys[i].tenant))
+                                      s.threshold_for(keys[i].tenant), near=True)
         self.stats["hits"] += sum(o.entry is not None for o in out)
         return out
 
@@ -227,11 +235,14 @@ class SemanticCache:
                 for q, (_, eid, _) in zip(vecs[: len(grey)], grey, strict=True)]
 
     def _decide(self, hit: bool, eid: int, sim: float, stage: Literal["static", "verifier"],
-                bar: float) -> Lookup:
+                bar: float, *, near: bool = False) -> Lookup:
+        """`near`: `bar` is the tenant threshold, so a miss just under it is a near miss."""
         entry = self._entries[eid]
         verdict = ">=" if hit else "<"
         reason = f"semantic {stage}: cosine {sim:.3f} {verdict} {bar:.2f} vs {entry.source_query_id}"
-        return Lookup(entry if hit else None, sim, stage, reason)
+        band = self.settings.explore_band
+        is_near = near and not hit and band > 0 and sim >= bar - band
+        return Lookup(entry if hit else None, sim, stage, reason, near=entry if is_near else None)
 
     def _drop(self, eid: int) -> None:
         entry = self._entries.pop(eid, None)

@@ -14,8 +14,14 @@ lives near 1 and the normal bound of 20 hits out of 20 is 1.0.
 What judged hits can and cannot say: they exist only above the threshold that served them, so
 they can justify RAISING a threshold (cutting the band where served hits were wrong), never
 lowering it below the global threshold they were served under: below it there is no evidence.
-The global threshold is therefore the floor. Lowering needs judged near-misses below it
-(exploration: a share of near-misses shadowed, never served), which the pipeline does not collect.
+The global threshold is therefore the floor for served hits. Going below it takes explored near
+misses (POINTSMAN_SEMANTIC_EXPLORE_RATE: a share of the candidates just under a tenant's threshold
+judged by a shadow, never served: `explored`): a threshold t under the floor qualifies only when the
+served hits at the floor meet the target AND the explored near misses in [t, floor) do, each by its
+own bound. Two pools that each meet the target make a union that does, whatever their sampling
+rates (hits are shadowed at POINTSMAN_SHADOW_RATE, near misses at the explore rate, so they are
+never pooled into one rate). Explored near misses above the floor (under a raised threshold) are
+not used: a raise is undone by the served hits judged before it.
 
 Which hits a threshold governs: with the MiniLM verifier, the tenant threshold decides only the
 grey band (the verifier's cosine); a static cosine >= `fast_accept` and a same-words-up-to-spelling
@@ -79,6 +85,7 @@ class JudgedHit:
     similarity: float  # the cosine the hit was decided on
     correct: bool
     governed: bool = True  # False: a hit the tenant threshold does not decide (see the docstring)
+    explored: bool = False  # a near miss judged, not served (exploration)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,8 @@ class Choice:
     correct: int  # of those, judged correct
     precision_bound: float  # Wilson lower bound of the precision at `new` (0 when off)
     old_precision_bound: float  # the same at `old`
+    explored: int = 0  # explored near misses under the floor that `new` would now serve
+    explored_correct: int = 0  # of those, judged correct
 
     @property
     def hit_share(self) -> float:
@@ -117,27 +126,41 @@ def _served(hits: Sequence[JudgedHit], threshold: float) -> tuple[int, int]:
     return len(kept), sum(h.correct for h in kept)
 
 
-def choose(tenant: str, hits: Sequence[JudgedHit], rule: Rule, current: float | None = None) -> Choice:
-    """The lowest threshold in [floor, cap] whose served judged hits meet the target (see module).
-    `current`: the tenant's learned threshold so far (kept when the evidence is too thin)."""
+def choose(tenant: str, judged: Sequence[JudgedHit], rule: Rule, current: float | None = None) -> Choice:
+    """The lowest threshold in [floor, cap] whose served judged hits meet the target, or under the
+    floor where explored near misses prove it too (see module). `current`: the tenant's learned
+    threshold so far (kept when the evidence is too thin)."""
+    hits = [h for h in judged if not h.explored]
+    band = sorted((h for h in judged if h.explored and h.similarity < rule.floor),
+                  key=lambda h: h.similarity)
     old = rule.floor if current is None else current
     kept_old, correct_old = _served(hits, old)
     old_bound = wilson_bounds(correct_old, kept_old, rule.z)[0]
 
-    def result(status: Status, new: float, kept: int, correct: int) -> Choice:
+    def result(status: Status, new: float, kept: int, correct: int,
+               below: Sequence[JudgedHit] = ()) -> Choice:
         bound = wilson_bounds(correct, kept, rule.z)[0] if kept else 0.0
-        return Choice(tenant, status, old, new, len(hits), kept, correct, bound, old_bound)
+        return Choice(tenant, status, old, new, len(hits), kept, correct, bound, old_bound,
+                      len(below), sum(h.correct for h in below))
+
+    def meets(kept: int, correct: int) -> bool:
+        return kept > 0 and wilson_bounds(correct, kept, rule.z)[0] >= rule.target
 
     if len(hits) < rule.min_judged:  # the global threshold, whatever was learned before
         kept, correct = _served(hits, rule.floor)
         return result("too_few", rule.floor, kept, correct)
+    kept_floor, correct_floor = _served(hits, rule.floor)
+    if meets(kept_floor, correct_floor):
+        for i, near in enumerate(band):  # lowest first: [near, floor) explored and right enough
+            below = band[i:]
+            if meets(len(below), sum(h.correct for h in below)):
+                return result("learned", near.similarity, kept_floor, correct_floor, below)
     candidates = sorted({rule.floor, rule.cap} | {
         h.similarity for h in hits if h.governed and rule.floor <= h.similarity <= rule.cap})
     for threshold in candidates:  # lowest first: the first that meets the target serves the most
         kept, correct = _served(hits, threshold)
-        if kept and wilson_bounds(correct, kept, rule.z)[0] >= rule.target:
+        if meets(kept, correct):
             return result("learned", threshold, kept, correct)
-    kept_floor, correct_floor = _served(hits, rule.floor)
     if wilson_bounds(correct_floor, kept_floor, rule.z)[1] < rule.target:
         return result("off", OFF, 0, 0)
     return result("kept", old, kept_old, correct_old)

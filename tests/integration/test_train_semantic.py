@@ -28,8 +28,9 @@ SOURCE = "How do I cancel my subscription?"
 PARAPHRASE = "Cancel subscription please"  # static cosine ~0.899 to SOURCE, no guard conflict
 
 
-def hit(qid: str, tenant: str, similarity: float, score: float, judge: str = "exact") -> Evaluation:
-    return evaluation(qid, tenant=tenant, route="semantic_cache", similarity=similarity, score=score,
+def hit(qid: str, tenant: str, similarity: float, score: float, judge: str = "exact",
+        route: str = "semantic_cache") -> Evaluation:
+    return evaluation(qid, tenant=tenant, route=route, similarity=similarity, score=score,
                       judge=judge, served_cost_usd=0.0, source_query_id=f"src-{qid}")
 
 
@@ -40,7 +41,8 @@ def spread(low: float, high: float, n: int) -> list[float]:
 def judged_hits() -> tuple[list[Evaluation], list[bytes]]:
     """acme: hits under 0.90 mostly wrong, over it right (by three judges); globex: too few;
     vip: a static threshold; typo: its same-words-up-to-spelling hits (no threshold decides them)
-    are wrong; plus an SLM judgement that is not the cache's."""
+    are wrong; initech: its explored near misses under 0.85 were right; plus an SLM judgement that
+    is not the cache's."""
     rows: list[Evaluation] = []
     for i, sim in enumerate(spread(0.85, 0.90, 60)):
         rows.append(hit(f"a-low-{i}", "acme", sim, 1.0 if i % 4 == 0 else 0.0))
@@ -51,6 +53,9 @@ def judged_hits() -> tuple[list[Evaluation], list[bytes]]:
     rows += [hit(f"v-{i}", "vip", 0.86 + i / 1000, 0.0) for i in range(60)]
     rows += [hit(f"t-typo-{i}", "typo", 0.88, 0.0) for i in range(60)]
     rows += [hit(f"t-good-{i}", "typo", sim, 1.0) for i, sim in enumerate(spread(0.9, 0.97, 60))]
+    rows += [hit(f"i-{i}", "initech", sim, 1.0) for i, sim in enumerate(spread(0.85, 0.97, 100))]
+    rows += [hit(f"i-near-{i}", "initech", sim, 1.0, route="semantic_near_miss")
+             for i, sim in enumerate(spread(0.82, 0.85, 80))]
     rows.append(evaluation("slm-1", tenant="acme", route="slm", score=0.0))
     results = [encode_result(result(f"t-typo-{i}", tenant="typo", route="semantic_cache",
                                     similarity=0.88, route_reason="semantic static: same words up "
@@ -87,7 +92,8 @@ def test_train_semantic_learns_per_tenant_thresholds_and_the_router_applies_them
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     tenants = {t["tenant"]: t for t in report["tenants"]}
-    assert report["source"]["rows"] == 60 + 80 + 30 + 60 + 120  # the SLM judgement is not read
+    assert report["source"]["rows"] == 60 + 80 + 30 + 60 + 120 + 180  # not the SLM judgement
+    assert report["source"]["explored"] == 80
     acme = tenants["acme"]
     assert acme["status"] == "learned" and acme["old"] == 0.85
     assert acme["new"] == pytest.approx(0.90, abs=1e-6)  # above the mostly-wrong band
@@ -95,9 +101,12 @@ def test_train_semantic_learns_per_tenant_thresholds_and_the_router_applies_them
     assert tenants["globex"]["status"] == "too_few" and tenants["globex"]["new"] == 0.85
     assert tenants["vip"]["static"] == 0.99
     assert tenants["typo"]["status"] == "off"  # wrong hits that no threshold up to 0.97 removes
+    initech = tenants["initech"]  # lowered under the global threshold: explored, proven right
+    assert initech["new"] == pytest.approx(0.82, abs=1e-6) and initech["explored"] == 80
+    assert initech["judged"] == 100 and initech["hit_share"] == 1.0
 
     document = json.loads(out.read_text())
-    assert set(document["tenants"]) == {"acme", "typo"}  # too few and static tenants: not learned
+    assert set(document["tenants"]) == {"acme", "typo", "initech"}  # too few and static tenants: not learned
     assert document["tenants"]["acme"]["judged"] == 140
     assert document["source"]["last_query_id"] and document["rule"]["target"] == 0.95
 
@@ -106,6 +115,7 @@ def test_train_semantic_learns_per_tenant_thresholds_and_the_router_applies_them
     assert cache.settings.threshold_for("vip") == 0.99  # static wins over anything learned
     assert cache.settings.threshold_for("typo") > 1.0
     assert cache.settings.threshold_for("globex") == 0.85
+    assert cache.settings.threshold_for("initech") == pytest.approx(0.82, abs=1e-6)
 
 
 def test_train_semantic_says_so_when_nothing_is_judged(opened: Opener, tmp_path: Path) -> None:  # noqa: F811

@@ -117,3 +117,28 @@ def test_a_malformed_file_loads_nothing(tmp_path: Path, document: dict[str, obje
     path = tmp_path / "t.json"
     path.write_text(json.dumps(document))
     assert dict(WatchedThresholds({}, path)) == {}
+
+
+def explored(tenant: str, low: float, high: float, n: int, correct_every: int | None) -> list[JudgedHit]:
+    return [JudgedHit(h.tenant, h.similarity, h.correct, explored=True)
+            for h in band(tenant, low, high, n, correct_every)]
+
+
+def test_explored_near_misses_that_are_right_lower_the_threshold_below_the_floor() -> None:
+    served = band("t", 0.85, 0.97, 100, None)
+    choice = choose("t", served + explored("t", 0.80, 0.85, 80, None), RULE)
+    assert choice.status == "learned" and choice.new == pytest.approx(0.80)
+    assert choice.explored == choice.explored_correct == 80 and choice.judged == 100
+    # wrong near misses lower nothing; right ones only as far down as they are right
+    assert choose("t", served + explored("t", 0.80, 0.85, 80, 2), RULE).new == RULE.floor
+    mixed = explored("t", 0.80, 0.82, 30, 2) + explored("t", 0.82, 0.85, 80, None)
+    assert 0.815 < choose("t", served + mixed, RULE).new <= 0.8205
+
+
+def test_near_misses_never_lower_a_tenant_whose_served_hits_miss_the_target() -> None:
+    served = band("t", 0.85, 0.90, 60, 4) + band("t", 0.90, 0.97, 80, None)
+    choice = choose("t", served + explored("t", 0.80, 0.85, 100, None), RULE)
+    assert choice.new == pytest.approx(0.90) and choice.explored == 0
+    # and a handful of explored rows is not evidence
+    few = choose("t", band("t", 0.85, 0.97, 100, None) + explored("t", 0.80, 0.85, 20, None), RULE)
+    assert few.new == RULE.floor
