@@ -75,7 +75,9 @@ def _iso(ts: float) -> str:
 def thresholds_document(choices: list[Choice], rule: Rule, source: Mapping[str, Any],
                         static: Mapping[str, float]) -> dict[str, Any]:
     """The file: learned thresholds (tenants with too few judged hits and static tenants are
-    left out: they run with the global or their static threshold) and how each was reached."""
+    left out: they run with the global or their static threshold) and how each was reached.
+    `kept`/`correct`/`precision_bound`: the served hits at the new threshold; `explored`: the
+    near misses under the global threshold that proved a lower one."""
     tenants = {c.tenant: {"threshold": c.new, "status": c.status, "old": c.old, "judged": c.judged,
                           "kept": c.kept, "correct": c.correct, "hit_share": round(c.hit_share, 4),
                           "precision": round(c.precision, 4),
@@ -108,25 +110,32 @@ def run_train_semantic(console: Console, dsn: str, out: Path, *, global_threshol
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             current = {}  # unreadable: learn from the global threshold
     rule = Rule(target=target, min_judged=min_judged, floor=global_threshold, cap=fast_accept)
-    choices = choose_all(hits, rule, current)
+    # a tenant with a static threshold runs with it whatever is learned: counted, not learned
+    choices = choose_all([h for h in hits if h.tenant not in static], rule, current)
+    fixed = {t: sum(h.tenant == t and not h.explored for h in hits) for t in static}
     document = thresholds_document(choices, rule, source, static)
     write_atomically(document, out)
+    rows = [_row(c) for c in choices] + [
+        {"tenant": t, "status": "static", "old": static[t], "new": static[t], "judged": n}
+        for t, n in sorted(fixed.items()) if n]
     report = {"out": str(out), "global_threshold": global_threshold, "source": source,
-              "rule": document["rule"],
-              "tenants": [{**_row(c), "static": static.get(c.tenant)} for c in choices]}
+              "rule": document["rule"], "tenants": rows}
     if as_json:
         print(json.dumps(report, indent=1))
         return 0
-    console.print(f"{len(hits)} judged semantic-cache hits; target precision {target:.2f} "
-                  f"(Wilson lower bound); wrote {out} (the router reloads it)")
+    console.print(f"{source['rows']} judged rows ({source['explored']} explored near misses); target "
+                  f"precision {target:.2f} (Wilson lower bound); wrote {out} (the router reloads it)")
+    for t, n in sorted(fixed.items()):
+        if n:
+            console.print(f"  {t}: static threshold {static[t]:.3f} (POINTSMAN_SEMANTIC_TENANT_"
+                          f"THRESHOLDS wins; not learned); {n} judged")
     for c in choices:
-        note = f" — static {static[c.tenant]:.3f} wins" if c.tenant in static else ""
         console.print(f"  {c.tenant or '(none)'}: {c.status}, threshold {c.old:.3f} -> {c.new:.3f}; "
                       f"{c.judged} judged, hit share kept {c.hit_share:.1%}, precision "
                       f"{c.precision:.1%} (bound {c.old_precision_bound:.3f} -> "
                       f"{c.precision_bound:.3f})"
                       + (f"; lowered on {c.explored_correct}/{c.explored} explored near misses"
-                         if c.explored else "") + note)
+                         if c.explored else ""))
     return 0
 
 

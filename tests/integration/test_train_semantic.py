@@ -99,7 +99,8 @@ def test_train_semantic_learns_per_tenant_thresholds_and_the_router_applies_them
     assert acme["new"] == pytest.approx(0.90, abs=1e-6)  # above the mostly-wrong band
     assert acme["kept"] == acme["correct"] == 80 and acme["precision_bound"] >= 0.95
     assert tenants["globex"]["status"] == "too_few" and tenants["globex"]["new"] == 0.85
-    assert tenants["vip"]["static"] == 0.99
+    assert tenants["vip"] == {"tenant": "vip", "status": "static", "old": 0.99, "new": 0.99,
+                              "judged": 60}
     assert tenants["typo"]["status"] == "off"  # wrong hits that no threshold up to 0.97 removes
     initech = tenants["initech"]  # lowered under the global threshold: explored, proven right
     assert initech["new"] == pytest.approx(0.82, abs=1e-6) and initech["explored"] == 80
