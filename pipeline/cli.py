@@ -241,14 +241,13 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 def _train_semantic(args: argparse.Namespace, config: Config) -> int:
     from pipeline import commands
     from pipeline.semantic.cache import parse_thresholds
-    from pipeline.semantic.learned import FILE_NAME
     from pipeline.train_semantic import run_train_semantic
 
     if not args.from_clickhouse:
         raise ConfigError("train semantic learns from judged hits only: add --from-clickhouse")
     if not 0.0 < args.precision < 1.0 or args.min_judged < 1:
         raise ConfigError("train semantic: --precision must be in (0, 1), --min-judged at least 1")
-    return run_train_semantic(commands.console, config.dsn, args.out or config.data_dir / FILE_NAME,
+    return run_train_semantic(commands.console, config.dsn, args.out or config.semantic_thresholds_file,
                               global_threshold=config.semantic_threshold,
                               static=parse_thresholds(config.semantic_tenant_thresholds),
                               target=args.precision, min_judged=args.min_judged, as_json=args.json)

@@ -12,6 +12,7 @@ from infra.kafka import LocalKafkaConfig
 from infra.query_server import PASSWORD_FILE_NAME, SqlEndpointSettings
 from pipeline.policy import PolicyOptions
 from pipeline.router import RouterSettings
+from pipeline.semantic.learned import FILE_NAME as THRESHOLDS_FILE_NAME
 from pipeline.sink import SinkSettings
 from topics.errors import ConfigError
 from topics.names import Topics
@@ -95,6 +96,11 @@ ENV_DOC = {
     "POINTSMAN_SEMANTIC_VERIFIER": "minilm (default: MiniLM checks uncertain matches) or none",
     "POINTSMAN_SEMANTIC_THRESHOLD": "cosine for a semantic hit (default 0.85)",
     "POINTSMAN_SEMANTIC_TENANT_THRESHOLDS": "per-tenant thresholds, e.g. acme=0.9,globex=0.95",
+    "POINTSMAN_SEMANTIC_THRESHOLDS_FILE": "per-tenant thresholds learned by `pointsman train semantic`, "
+    "reloaded when the file changes; the static ones win (default <data dir>/semantic_thresholds.json)",
+    "POINTSMAN_SEMANTIC_EXPLORE_RATE": "share (0-1) of the semantic cache's near misses judged by a "
+    "shadow, never served: the evidence to lower a threshold with (costs LLM calls; default 0)",
+    "POINTSMAN_SEMANTIC_EXPLORE_BAND": "how far under a tenant's threshold a near miss may be (default 0.05)",
 }
 
 
@@ -145,12 +151,21 @@ class Config:
     semantic_verifier: bool = True
     semantic_threshold: float = 0.85
     semantic_tenant_thresholds: str = ""
+    semantic_thresholds_file: Path = Path()  # Path(): none watched (from_env: in the data dir)
+    semantic_explore_rate: float = 0.0
+    semantic_explore_band: float = 0.05
 
     def __post_init__(self) -> None:
         from pipeline.eval.judge import JUDGE_MODES
 
         if not 0.0 <= self.shadow_rate <= 1.0:
             raise ConfigError(f"POINTSMAN_SHADOW_RATE must be in [0, 1], got {self.shadow_rate}")
+        if not 0.0 <= self.semantic_explore_rate <= 1.0:
+            raise ConfigError(f"POINTSMAN_SEMANTIC_EXPLORE_RATE must be in [0, 1], got "
+                              f"{self.semantic_explore_rate}")
+        if not 0.0 <= self.semantic_explore_band < 1.0:
+            raise ConfigError(f"POINTSMAN_SEMANTIC_EXPLORE_BAND must be in [0, 1), got "
+                              f"{self.semantic_explore_band}")
         if self.judge not in JUDGE_MODES:
             raise ConfigError(f"POINTSMAN_JUDGE must be one of {', '.join(JUDGE_MODES)}, got {self.judge!r}")
         if self.quality_target is not None and not 0.0 < self.quality_target <= 1.0:
@@ -208,6 +223,10 @@ class Config:
             semantic_verifier=env.get("POINTSMAN_SEMANTIC_VERIFIER", "minilm") != "none",
             semantic_threshold=float(env.get("POINTSMAN_SEMANTIC_THRESHOLD", "0.85")),
             semantic_tenant_thresholds=env.get("POINTSMAN_SEMANTIC_TENANT_THRESHOLDS", ""),
+            semantic_thresholds_file=Path(env.get("POINTSMAN_SEMANTIC_THRESHOLDS_FILE")
+                                          or data_dir / THRESHOLDS_FILE_NAME).expanduser(),
+            semantic_explore_rate=float(env.get("POINTSMAN_SEMANTIC_EXPLORE_RATE", "0")),
+            semantic_explore_band=float(env.get("POINTSMAN_SEMANTIC_EXPLORE_BAND", "0.05")),
         )
 
     @property
@@ -241,6 +260,10 @@ class Config:
             app_id=self.group("router"), semantic=self.semantic,
             semantic_verifier=self.semantic_verifier, semantic_threshold=self.semantic_threshold,
             semantic_tenant_thresholds=self.semantic_tenant_thresholds,
+            semantic_thresholds_file="" if self.semantic_thresholds_file == Path()
+            else str(self.semantic_thresholds_file),
+            semantic_explore_rate=self.semantic_explore_rate,
+            semantic_explore_band=self.semantic_explore_band,
             max_query_bytes=self.max_query_bytes, shadow_rate=self.shadow_rate,
         )
 
