@@ -101,6 +101,10 @@ class SinkSettings:
 
 def by_partition(rows: Sequence[T], month: Callable[[T], int], most: int) -> list[list[T]]:
     """`rows` grouped into chunks that each span at most `most` monthly partitions."""
+    if not rows:
+        return []
+    if len(set(map(month, rows))) <= most:
+        return [list(rows)]  # the usual batch: one insert, no regrouping row by row
     groups: dict[int, list[T]] = {}
     for row in rows:
         groups.setdefault(month(row), []).append(row)
