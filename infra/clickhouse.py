@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
-from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from infra.columnar import to_columns
 from topics.errors import InfraError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -192,29 +190,14 @@ class Database:
         self.client = client
         # one engine call at a time; a read-only session on the same embedded engine shares it
         self.lock = threading.Lock()
-        # the types of the columns an insert names, asked of the engine once per table and
-        # columns instead of before every insert; forgotten when an insert fails (the schema may
-        # have changed under us)
-        self._types: dict[tuple[str, tuple[str, ...]], list[ClickHouseType]] = {}
 
     def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
-        """Insert, or raise RowsRefused (these rows) or RetryableError (the database).
-
-        Sent column-oriented (infra/columnar.py: about a third less CPU per row than the
-        row-oriented insert, `pointsman bench sink`); one insert is still one block, which the
-        client serialises whole or refuses whole."""
-        key = (table, tuple(columns))
+        """Insert, or raise RowsRefused (these rows) or RetryableError (the database)."""
         with self.lock:
             try:
-                types = self._types.get(key)
-                if types is None:
-                    types = self._types[key] = list(
-                        self.client.create_insert_context(table, columns).column_types)
-                self.client.insert(table, to_columns(rows, types), column_names=columns,
-                                   column_types=types, column_oriented=True)
+                self.client.insert(table, rows, column_names=columns)
                 return
             except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
-                self._types.pop(key, None)
                 transient, reason = _insert_error(exc)
         if transient or not self.reachable():
             raise RetryableError(f"ClickHouse insert failed: {reason}")

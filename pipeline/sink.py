@@ -154,7 +154,9 @@ class Origin:
                       query_id, tenant)
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass sets each field through object.__setattr__, which made a row
+# cost 1.6 µs to make instead of 0.4, for every message
+@dataclass(slots=True)
 class Row:
     values: list[Any]
     month: int  # YYYYMM: the monthly partition the row lands in
@@ -172,7 +174,7 @@ class Row:
 
 
 def _time(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
+    return datetime.fromtimestamp(ts, UTC)  # positional: the keyword cost half again (0.7/1.1 µs)
 
 
 def _month(at: datetime) -> int:
@@ -295,20 +297,22 @@ class SinkWriter:
         evaluations: list[Row] = []
         jobs: list[Row] = []
         unstored: list[tuple[Origin, str]] = []
-        topics = self.topics
+        # the names once, not three f-strings per message (Topics builds them on each access)
+        deadletter, jobs_topic = self.topics.deadletter, self.topics.jobs
+        evaluations_topic = self.topics.evaluations
         for message in batch:
             topic = message.topic()
             query_id = tenant = ""  # known once decoded: a row that fails after is kept with them
             try:
-                if topic == topics.deadletter:
+                if topic == deadletter:
                     d = decode(message.value(), DeadLetter)
                     query_id, tenant = d.query_id or "", d.tenant or ""
                     values = dead_letter_row(d)
                     letters.append(Row(values, _month(values[FAILED_AT]), message, query_id, tenant))
-                elif topic == topics.jobs:
+                elif topic == jobs_topic:
                     values = job_row(decode(message.value(), JobState))
                     jobs.append(Row(values, 0, message))  # unpartitioned: one row per job
-                elif topic == topics.evaluations:
+                elif topic == evaluations_topic:
                     e = decode(message.value(), Evaluation)
                     query_id, tenant = e.query_id, e.tenant
                     values = evaluation_row(e)
