@@ -47,7 +47,13 @@ from infra.kafka_io import Outgoing, OutputProducer
 from infra.machine import machine
 from pipeline.bench_lanes import percentile
 from pipeline.config import Config
-from pipeline.sink import RESULT_COLUMNS, RESULTS_TABLE, SinkWriter, result_row
+from pipeline.sink import (
+    INSERT_SETTINGS,
+    RESULT_COLUMNS,
+    RESULTS_TABLE,
+    SinkWriter,
+    result_row,
+)
 from topics.admin import ensure_topics
 from topics.codec import encode
 from topics.names import Topics
@@ -206,7 +212,7 @@ def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, 
     table = RESULTS_TABLE.replace("pointsman.", f"{RAW_COLUMNS_DATABASE}.")
     types = list(database.client.create_insert_context(table, RESULT_COLUMNS).column_types)
     paths: dict[str, Callable[[str, list[list[Any]]], None]] = {
-        "raw": lambda table, chunk: database.insert(table, chunk, RESULT_COLUMNS),
+        "raw": lambda table, chunk: database.insert(table, chunk, RESULT_COLUMNS, INSERT_SETTINGS),
         "raw_column_oriented": lambda table, chunk: _column_oriented(database, table, chunk, types),
     }
     names = {"raw": "raw Database.insert: row-oriented (the sink's path)",
@@ -229,7 +235,8 @@ def _column_oriented(database: Database, table: str, rows: list[list[Any]],
                      types: list[ClickHouseType]) -> None:
     with database.lock:  # as Database.insert holds it
         database.client.insert(table, columns_of(rows, types), column_names=RESULT_COLUMNS,
-                               column_types=types, column_oriented=True)
+                               column_types=types, column_oriented=True,
+                               settings=INSERT_SETTINGS)
 
 
 def columns_of(rows: list[list[Any]], types: list[ClickHouseType]) -> list[list[Any]]:
