@@ -9,12 +9,14 @@ process, so the raw table lives in a second database of the same engine):
              inside the writer (decode, rows, insert) against waiting on Kafka
   raw        a plain insert of exactly those rows (the sink's columns, row lists built
              beforehand, 50k rows an insert) into a copy of the results schema, by the sink's
-             own path (Database.insert: clickhouse-connect's row-oriented insert): the ceiling
-             for a Python sink on this engine
-  raw cols   the same rows by clickhouse-connect's column-oriented insert, the best of its
-             kind measured (columns pivoted 1024 rows at a time, column types asked once, aware
-             DateTime64 values as integer ticks), into another copy: the candidate that was not
-             faster (BENCHMARKS.md); the two raw paths take turns insert by insert
+             own path (Database.insert: clickhouse-connect's row-oriented insert, with the
+             sink's INSERT_SETTINGS): the ceiling for a Python sink on this engine
+  raw before the same by the sink's path before (the same insert without INSERT_SETTINGS)
+  raw cols   the same by clickhouse-connect's column-oriented insert with INSERT_SETTINGS, the
+             best of its kind measured (columns pivoted 1024 rows at a time, column types asked
+             once, aware DateTime64 values as integer ticks): a candidate that was not faster
+             (BENCHMARKS.md)
+             The three go into copies of their own, taking turns insert by insert.
   queryable  with the sink idle, single results produced at intervals; seconds from produce to
              `SELECT count() FROM pointsman.results FINAL WHERE query_id = X` seeing it
 Goals (issue 11): sink >= 50k rows/s, queryable within 2 s.
@@ -64,6 +66,7 @@ GOAL_ROWS_PER_S = 50_000
 GOAL_QUERYABLE_S = 2.0
 RAW_BATCH = 50_000
 RAW_DATABASE = "bench_raw"
+RAW_BEFORE_DATABASE = "bench_raw_before"
 RAW_COLUMNS_DATABASE = "bench_raw_columns"
 PIVOT_ROWS = 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -204,27 +207,33 @@ def clone_schema(database: Database, target: str) -> None:
 
 def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, Any]]:
     """Rows/s inserting `rows` into fresh copies of the schema, `RAW_BATCH` rows an insert, by
-    the sink's path (Database.insert) and column-oriented: the two take turns insert by insert,
-    so the engine's background merges and the machine's other load fall on both alike."""
-    targets = {"raw": RAW_DATABASE, "raw_column_oriented": RAW_COLUMNS_DATABASE}
+    the sink's path, its path before and column-oriented. They take turns insert by insert,
+    each first in its turn, so the engine's background merges and the machine's other load fall
+    on all alike."""
+    targets = {"raw": RAW_DATABASE, "raw_before": RAW_BEFORE_DATABASE,
+               "raw_column_oriented": RAW_COLUMNS_DATABASE}
     for target in targets.values():
         clone_schema(database, target)
     table = RESULTS_TABLE.replace("pointsman.", f"{RAW_COLUMNS_DATABASE}.")
     types = list(database.client.create_insert_context(table, RESULT_COLUMNS).column_types)
     paths: dict[str, Callable[[str, list[list[Any]]], None]] = {
         "raw": lambda table, chunk: database.insert(table, chunk, RESULT_COLUMNS, INSERT_SETTINGS),
+        "raw_before": lambda table, chunk: database.insert(table, chunk, RESULT_COLUMNS),
         "raw_column_oriented": lambda table, chunk: _column_oriented(database, table, chunk, types),
     }
-    names = {"raw": "raw Database.insert: row-oriented (the sink's path)",
-             "raw_column_oriented": "raw client.insert(column_oriented=True)"}
+    names = {"raw": "raw Database.insert, row-oriented, INSERT_SETTINGS (the sink's path)",
+             "raw_before": "raw Database.insert, row-oriented (the sink's path before)",
+             "raw_column_oriented": "raw client.insert(column_oriented=True), INSERT_SETTINGS"}
     spent = {path: [0.0, 0.0] for path in paths}
+    order = list(paths)
     for i in range(0, len(rows), RAW_BATCH):
-        for path, insert in paths.items():
+        for path in order:
             table = RESULTS_TABLE.replace("pointsman.", f"{targets[path]}.")
             started, cpu = time.perf_counter(), time.process_time()
-            insert(table, rows[i:i + RAW_BATCH])
+            paths[path](table, rows[i:i + RAW_BATCH])
             spent[path][0] += time.perf_counter() - started
             spent[path][1] += time.process_time() - cpu
+        order = order[1:] + order[:1]  # who goes first changes every turn
     return {path: {"name": f"{names[path]}, {RAW_BATCH} rows an insert", "rows": len(rows),
                    "seconds": round(seconds, 3), "per_s": round(len(rows) / seconds),
                    "cpu_s": round(cpu, 3), "per_cpu_s": round(len(rows) / cpu)}
@@ -314,18 +323,20 @@ def measure(config: Config, *, rows: int, batch_size: int, batch_wait_s: float, 
         sink.close()
     log("raw inserts")
     raw = bench_raw(database, [result_row(r) for r in results])
-    raw_row, raw_columns = raw["raw"], raw["raw_column_oriented"]
+    raw_row = raw["raw"]
     return {
         "machine": machine(),
         "settings": {"rows": rows, "partitions": config.partitions, "batch_size": batch_size,
                      "batch_wait_s": batch_wait_s,
-                     "bytes_per_message": round(sum(map(len, values)) / rows)},
-        "sink": sink_row, "raw": raw_row, "raw_column_oriented": raw_columns, "stored": stored,
-        "column_vs_row_oriented": round(raw_columns["per_s"] / raw_row["per_s"], 2),
-        "column_vs_row_oriented_per_cpu_s": round(raw_columns["per_cpu_s"] / raw_row["per_cpu_s"],
-                                                  2),
+                     "bytes_per_message": round(sum(map(len, values)) / rows),
+                     "insert_settings": INSERT_SETTINGS},
+        "sink": sink_row, **raw, "stored": stored,
         "sink_vs_raw": round(sink_row["per_s"] / raw_row["per_s"], 2),
         "sink_vs_raw_per_cpu_s": round(sink_row["per_cpu_s"] / raw_row["per_cpu_s"], 2),
+        # each raw path against the sink's path before
+        "raw_vs_before": {path: [round(raw[path]["per_s"] / raw["raw_before"]["per_s"], 2),
+                                 round(raw[path]["per_cpu_s"] / raw["raw_before"]["per_cpu_s"], 2)]
+                          for path in raw if path != "raw_before"},
         "queryable": queryable,
         "goals": {"rows_per_s": GOAL_ROWS_PER_S, "queryable_s": GOAL_QUERYABLE_S},
     }
@@ -352,7 +363,8 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                   f"{s['partitions']} partitions")
     for column in ("name", "rows", "seconds", "rows/s", "cpu s", "rows/cpu s"):
         table.add_column(column)
-    for row in (report["sink"], report["raw"], report["raw_column_oriented"]):
+    for row in (report["sink"], report["raw"], report["raw_before"],
+                report["raw_column_oriented"]):
         table.add_row(row["name"], str(row["rows"]), f"{row['seconds']:.2f}", str(row["per_s"]),
                       f"{row['cpu_s']:.2f}", str(row["per_cpu_s"]))
     console.print(table)
@@ -360,9 +372,8 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                   f"second); time inside the writer "
                   f"{report['sink']['inside_writer_share']:.0%} of the sink's; goal >= "
                   f"{GOAL_ROWS_PER_S} rows/s")
-    console.print(f"column-oriented against the sink's row-oriented insert: "
-                  f"{report['column_vs_row_oriented']}x "
-                  f"({report['column_vs_row_oriented_per_cpu_s']}x per CPU second)")
+    console.print("against the sink's insert before (rows/s, rows/CPU s): " + ", ".join(
+        f"{path} {wall}x, {cpu}x" for path, (wall, cpu) in report["raw_vs_before"].items()))
     console.print(f"produced -> queryable: p50 {q['p50_s']} s, p99 {q['p99_s']} s, max "
                   f"{q['max_s']} s over {q['samples']} (goal <= {GOAL_QUERYABLE_S} s); "
                   f"{m['nproc']} cpus, {m['cpu']}")
