@@ -16,7 +16,9 @@ process, so the raw table lives in a second database of the same engine):
              best of its kind measured (columns pivoted 1024 rows at a time, column types asked
              once, aware DateTime64 values as integer ticks): a candidate that was not faster
              (BENCHMARKS.md)
-             The three go into copies of their own, taking turns insert by insert.
+             The three go into copies of their own, taking turns insert by insert, each
+             measured once the engine has no merge running (a merge of the parts an insert
+             left runs on the engine's threads, which the process's CPU time counts)
   queryable  with the sink idle, single results produced at intervals; seconds from produce to
              `SELECT count() FROM pointsman.results FINAL WHERE query_id = X` seeing it
 Goals (issue 11): sink >= 50k rows/s, queryable within 2 s.
@@ -229,6 +231,7 @@ def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, 
     for i in range(0, len(rows), RAW_BATCH):
         for path in order:
             table = RESULTS_TABLE.replace("pointsman.", f"{targets[path]}.")
+            wait_merges(database)
             started, cpu = time.perf_counter(), time.process_time()
             paths[path](table, rows[i:i + RAW_BATCH])
             spent[path][0] += time.perf_counter() - started
@@ -238,6 +241,16 @@ def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, 
                    "seconds": round(seconds, 3), "per_s": round(len(rows) / seconds),
                    "cpu_s": round(cpu, 3), "per_cpu_s": round(len(rows) / cpu)}
             for path, (seconds, cpu) in spent.items()}
+
+
+def wait_merges(database: Database, timeout_s: float = 60) -> None:
+    """Until the engine merges nothing: the parts an insert leaves are merged in the background,
+    on the engine's threads, which the process's CPU time counts; the next insert measured
+    must not pay for the one before (or for the sink's)."""
+    deadline = time.monotonic() + timeout_s
+    while database.query("SELECT count() FROM system.merges")[1][0][0] and (
+            time.monotonic() < deadline):
+        time.sleep(0.05)
 
 
 def _column_oriented(database: Database, table: str, rows: list[list[Any]],
