@@ -16,8 +16,9 @@ process, so the raw table lives in a second database of the same engine):
              best of its kind measured (columns pivoted 1024 rows at a time, column types asked
              once, aware DateTime64 values as integer ticks): a candidate that was not faster
              (BENCHMARKS.md)
-             The three go into copies of their own, taking turns insert by insert, each
-             measured once the engine has no merge running (a merge of the parts an insert
+             The three go into copies of their own, taking turns insert by insert, with the
+             garbage collector paused as the sink pauses it, each measured once the engine
+             has no merge running (a merge of the parts an insert
              left runs on the engine's threads, which the process's CPU time counts)
   queryable  with the sink idle, single results produced at intervals; seconds from produce to
              `SELECT count() FROM pointsman.results FINAL WHERE query_id = X` seeing it
@@ -56,6 +57,7 @@ from pipeline.sink import (
     RESULT_COLUMNS,
     RESULTS_TABLE,
     SinkWriter,
+    gc_paused,
     result_row,
 )
 from topics.admin import ensure_topics
@@ -233,7 +235,8 @@ def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, 
             table = RESULTS_TABLE.replace("pointsman.", f"{targets[path]}.")
             wait_merges(database)
             started, cpu = time.perf_counter(), time.process_time()
-            paths[path](table, rows[i:i + RAW_BATCH])
+            with gc_paused():  # as the sink inserts
+                paths[path](table, rows[i:i + RAW_BATCH])
             spent[path][0] += time.perf_counter() - started
             spent[path][1] += time.process_time() - cpu
         order = order[1:] + order[:1]  # who goes first changes every turn

@@ -20,7 +20,8 @@ max_partitions_per_insert_block (100), so a backfill spanning years goes in a fe
 Replays, whole-batch retries and the halves of a split are absorbed by the ReplacingMergeTree
 keys (results: tenant, day, query id, fingerprint; letters: topic and letter id; evaluations:
 tenant, route, day, query id, fingerprint), so a row
-inserted twice never double counts when read FINAL. A split re-sends only rows whose insert was
+inserted twice never double counts when read FINAL (even twice in one insert: the inserts leave
+that to FINAL and the merges too, INSERT_SETTINGS). A split re-sends only rows whose insert was
 refused, and a refused insert stores nothing (a sink batch is one insert block; the client makes
 a block it cannot serialise fail whole).
 """
