@@ -191,11 +191,12 @@ class Database:
         # one engine call at a time; a read-only session on the same embedded engine shares it
         self.lock = threading.Lock()
 
-    def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+    def insert(self, table: str, rows: list[list[Any]], columns: list[str],
+               settings: dict[str, Any] | None = None) -> None:
         """Insert, or raise RowsRefused (these rows) or RetryableError (the database)."""
         with self.lock:
             try:
-                self.client.insert(table, rows, column_names=columns)
+                self.client.insert(table, rows, column_names=columns, settings=settings)
                 return
             except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
                 transient, reason = _insert_error(exc)

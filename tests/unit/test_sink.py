@@ -56,7 +56,8 @@ class Database:
     def __init__(self) -> None:
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
-    def insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+    def insert(self, table: str, rows: list[list[Any]], columns: list[str],
+               settings: dict[str, Any] | None = None) -> None:
         self.rows.setdefault(table, []).extend(dict(zip(columns, r, strict=True)) for r in rows)
 
 

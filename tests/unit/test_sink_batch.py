@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from pipeline.sink import Origin, Row, gc_paused
+from pipeline.sink import Origin, Row, by_partition, gc_paused
 from tests.unit.test_sink import Message
 
 
@@ -36,3 +36,11 @@ def test_a_row_knows_its_origin_from_its_message() -> None:
     assert row.origin == Origin("s.results", 2, 9, b"{raw}", None, 1_700_000_000_000, "q1", "acme")
     made = Origin("s.results", 1, 2, None, None, None)
     assert Row([], 0, made).origin is made
+
+
+def test_a_batch_within_the_partition_limit_is_one_chunk_in_arrival_order() -> None:
+    # the usual batch (a few months) goes in one insert as it came, with no regrouping row by row
+    rows = [202601, 202512, 202601, 202511, 202512] * 200
+    assert by_partition(rows, lambda month: month, 50) == [rows]
+    assert by_partition(rows, lambda month: month, 2) == [[202511] * 200 + [202512] * 400,
+                                                         [202601] * 400]
