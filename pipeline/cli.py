@@ -129,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser("quantize", help="int8-quantise a model dir; print size, speed, agreement")
     quantize.add_argument("src", type=Path)
     quantize.add_argument("dst", type=Path)
-    quantize.add_argument("--method", choices=["nbits", "w8a8"], default="nbits",
-                          help="nbits: int8 weights (closest); w8a8: SmoothQuant, int8 activations too")
+    quantize.add_argument("--method", choices=["nbits", "q4", "w8a8"], default="nbits",
+                          help="nbits: int8 weights (the shipped form); q4: 4-bit on a Q4_1 GGUF's own grid; "
+                          "w8a8: SmoothQuant, int8 activations too")
     models = sub.add_parser("models", help="prepare the bundled SLM")
     models.add_argument("action", choices=["prepare"])
     models.add_argument("--fp32", action="store_true", help="skip int8 quantisation")

@@ -31,6 +31,7 @@ import onnx
 from topics.errors import ConfigError
 from workers.slm.bench import BENCH_PROMPTS, machine
 from workers.slm.engine import SlmEngine
+from workers.slm.int4_exact import INT4_EXACT_SETTINGS, OFFSETS_SUFFIX, split_q4_1_matmuls
 from workers.slm.llama_graph import save_model
 from workers.slm.prepare import INT8_SETTINGS, quantize_int8
 from workers.slm.progress import Steps
@@ -97,9 +98,20 @@ def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, d
 
         return w8a8, {"method": "w8a8", "smoothquant_alpha": W8A8_ALPHA, "weights": "int8 per column",
                       "activations": "uint8 per tensor, dynamic", "fallback": "nbits", **INT8_SETTINGS}
-    if method != "nbits":
-        raise ConfigError(f"quantize: unknown method {method!r} (nbits or w8a8)")
+    if method not in ("nbits", "q4"):
+        raise ConfigError(f"quantize: unknown method {method!r} (nbits, q4 or w8a8)")
     source = onnx.load(str(src_engine.model_dir / "model.onnx"))
+    if method == "q4":
+
+        def q4(fallback: Sequence[str], dst: Path) -> None:
+            model = onnx.ModelProto.FromString(source.SerializeToString())
+            _, rest = split_q4_1_matmuls(model, [n for n in weight_matmuls(model) if n not in fallback])
+            offsets = [node.name for node in model.graph.node if node.name.endswith(OFFSETS_SUFFIX)]
+            model = quantize_int8(model, exclude=[*rest, *fallback, *offsets], settings=INT4_EXACT_SETTINGS)
+            save_model(quantize_int8(model, exclude=offsets), dst / "model.onnx")  # the rest: 8 bits
+
+        return q4, {"method": "q4", "weights": "4 bits on the GGUF's Q4_1 grid, its offsets in fp32",
+                    "fallback": "nbits", **INT4_EXACT_SETTINGS}
 
     def nbits(exclude: Sequence[str], dst: Path) -> None:
         model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
