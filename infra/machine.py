@@ -19,13 +19,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def int8_isa() -> str:
-    """The widest int8 dot-product instructions the CPU has (int8 kernels differ by them)."""
+def int8_isa(cpuinfo: str | None = None) -> str:
+    """The widest int8 dot-product instructions the CPU has (int8 kernels differ by them),
+    from /proc/cpuinfo's text (or the one given)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
         return platform.machine()
-    flags = set()
+    flags: set[str] = set()
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.split(":", 1)[1].split())
