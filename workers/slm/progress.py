@@ -30,10 +30,15 @@ class Steps:
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
+            from rich.table import Column
 
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            # on a narrow terminal the description gives way, never the times
+            description = TextColumn("{task.description}", table_column=Column(
+                ratio=1, no_wrap=True, overflow="ellipsis", min_width=20))
+            self._bar = Progress(SpinnerColumn(), description, BarColumn(bar_width=16),
                                  MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                                 expand=True)
 
     def __enter__(self) -> Steps:
         if self._bar is not None:
