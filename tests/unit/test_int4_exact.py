@@ -79,12 +79,12 @@ def test_q4_keeps_a_q4_1_weight_where_plain_4_bit_loses_it() -> None:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return float(np.abs(session.run(None, {"x": x})[0] - exact).max() / np.abs(exact).max())
 
-    from workers.slm.int4_exact import INT4_EXACT_SETTINGS, split_q4_1_matmuls
+    from workers.slm.int4_exact import split_q4_1_matmuls
 
     split = _matmul_model(weight)
     assert split_q4_1_matmuls(split, ["proj"]) == (["proj"], [])
     offsets = [n.name for n in split.graph.node if n.name.endswith(OFFSETS_SUFFIX)]
-    ours = error(quantize_int8(split, exclude=offsets, settings=INT4_EXACT_SETTINGS))
+    ours = error(quantize_int8(split, exclude=offsets, settings=INT4_SETTINGS))
     plain = error(quantize_int8(_matmul_model(weight), settings=INT4_SETTINGS))
     assert ours < 0.02 and ours < plain / 3, (ours, plain)  # only int8 compute's rounding is left
 

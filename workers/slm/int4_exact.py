@@ -15,7 +15,6 @@ not on a Q4_1 grid (the LM head: Q8_0) gets 8-bit MatMulNBits, which holds Q8_0 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import onnx
@@ -25,8 +24,6 @@ BLOCK = 32
 OFFSETS_SUFFIX = "/q4_offsets"  # the correction MatMuls, kept fp32
 GRID_TOLERANCE = 1e-3  # in steps of d: a weight further off the 16-level grid is not Q4_1
 
-INT4_EXACT_SETTINGS: dict[str, Any] = {"bits": 4, "block_size": BLOCK, "is_symmetric": False,
-                                       "accuracy_level": 4}
 
 
 def q4_1_split(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -71,9 +71,9 @@ def is_complete(path: Path, *, fused: bool | None = None, method: str | None = N
                                     and marker.get("recipe") == INT8_RECIPE)))
 
 
-# For comparison only (`bench slm --kernels`): 4-bit blocks, the GGUF's own width. Requantising
-# the dequantised Q4_1 grid this way is lossy (the quantiser's integer zero points cannot hold
-# Q4_1's offsets): 73% agreement, so it is not a shipped form.
+# 4-bit blocks, the GGUF's own width: `quantize --method q4` (int4_exact.py, which keeps the
+# Q4_1 grid exact) and `bench slm --kernels`. Given the dequantised weights as they are, this
+# quantiser loses the Q4_1 grid (its integer zero points cannot hold Q4_1's offsets): 73%.
 INT4_SETTINGS: dict[str, Any] = {**INT8_SETTINGS, "bits": 4, "is_symmetric": False}
 
 

@@ -29,11 +29,11 @@ import numpy as np
 import onnx
 
 from topics.errors import ConfigError
-from workers.slm.bench import BENCH_PROMPTS, machine
+from workers.slm.bench import BENCH_PROMPTS, _measure, machine
 from workers.slm.engine import SlmEngine
-from workers.slm.int4_exact import INT4_EXACT_SETTINGS, OFFSETS_SUFFIX, split_q4_1_matmuls
+from workers.slm.int4_exact import OFFSETS_SUFFIX, split_q4_1_matmuls
 from workers.slm.llama_graph import save_model
-from workers.slm.prepare import INT8_SETTINGS, quantize_int8
+from workers.slm.prepare import INT4_SETTINGS, INT8_SETTINGS, quantize_int8
 from workers.slm.progress import Steps
 from workers.slm.smooth import CALIBRATION_PROMPTS, quantize_w8a8, smoothed_model
 from workers.slm.weights import model_checksum
@@ -107,11 +107,11 @@ def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, d
             model = onnx.ModelProto.FromString(source.SerializeToString())
             _, rest = split_q4_1_matmuls(model, [n for n in weight_matmuls(model) if n not in fallback])
             offsets = [node.name for node in model.graph.node if node.name.endswith(OFFSETS_SUFFIX)]
-            model = quantize_int8(model, exclude=[*rest, *fallback, *offsets], settings=INT4_EXACT_SETTINGS)
+            model = quantize_int8(model, exclude=[*rest, *fallback, *offsets], settings=INT4_SETTINGS)
             save_model(quantize_int8(model, exclude=offsets), dst / "model.onnx")  # the rest: 8 bits
 
         return q4, {"method": "q4", "weights": "4 bits on the GGUF's Q4_1 grid, its offsets in fp32",
-                    "fallback": "nbits", **INT4_EXACT_SETTINGS}
+                    "fallback": "nbits", **INT4_SETTINGS}
 
     def nbits(exclude: Sequence[str], dst: Path) -> None:
         model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
@@ -135,28 +135,17 @@ class _Judge:
     @property
     def reference(self) -> list[list[int]]:
         if self._reference is None:
-            self._reference = self._decode(self.src_engine, max(self.batches), None)[0]
+            self._reference = _measure(self.src_engine, max(self.batches), self.encoded, self.tokens, None)[0]
         return self._reference
 
     def per_batch(self, engine: SlmEngine) -> dict[int, float]:
         reference = np.array(self.reference)
-        return {batch: float(np.mean(np.array(self._decode(engine, batch, self.reference)[1]) == reference))
-                for batch in self.batches}
+        picks = {batch: _measure(engine, batch, self.encoded, self.tokens, self.reference)[1]
+                 for batch in self.batches}
+        return {batch: float(np.mean(np.array(found) == reference)) for batch, found in picks.items()}
 
     def agreement(self, engine: SlmEngine) -> float:
         return min(self.per_batch(engine).values())
-
-    def _decode(self, engine: SlmEngine, batch: int,
-                forced: list[list[int]] | None) -> tuple[list[list[int]], list[list[int]]]:
-        tokens: list[list[int]] = []
-        picks: list[list[int]] = []
-        for lo in range(0, len(self.encoded), batch):
-            chunk = self.encoded[lo : lo + batch]
-            out = engine.decode_ids(chunk, [self.tokens] * len(chunk), ignore_eos=True,
-                                    forced=None if forced is None else forced[lo : lo + batch])
-            tokens += out.tokens
-            picks += out.argmax
-        return tokens, picks
 
 
 def _speed(engine: SlmEngine, encoded: list[list[int]], tokens: int) -> float:
