@@ -6,6 +6,8 @@ whole call (connect, headers and body: an upstream trickling a valid body one by
 cut off at `timeout_s`), never outliving the query's deadline. 429, 5xx, timeouts and connection
 errors are RetryableError: back off (full jitter, or the upstream's Retry-After) and try the next
 upstream. Other 4xx and malformed bodies are PermanentError. httpx errors are translated here only.
+When every upstream's circuit is open, the call waits for the first cooldown to end (up to
+`circuit_wait_s`, never past the deadline) and that wait spends none of its retries.
 
 Nothing an upstream sends is trusted. The body is read up to `max_response_bytes` and no further
 (more is a PermanentError). Every field is type-checked: choices a non-empty list of objects,
@@ -48,6 +50,7 @@ class LlmSettings:
     max_backoff_s: float = 8.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 10.0
+    circuit_wait_s: float = 30.0  # how long a call waits for an open circuit before it fails
     max_response_bytes: int = 1 << 20  # an upstream body larger than this is an error, unread
 
     @property
@@ -64,6 +67,7 @@ class Completion:
     upstream: str = ""
 
 
+PROBE_POLL_S = 0.05  # while a half-open circuit's probe is out, look again this often
 MAX_TOKEN_COUNT = 2**32 - 1  # results.prompt_tokens / completion_tokens are UInt32
 MAX_MODEL_CHARS = 200
 
@@ -111,38 +115,52 @@ class ChatClient:
         estimate = sum(len(m.get("content", "")) for m in messages) / 4 + max_tokens
         failed: set[str] = set()
         last: RetryableError = RetryableError("no upstream configured")
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                await self._sleep(self._backoff(attempt, last), deadline)
+        circuit_patience = time.monotonic() + self.settings.circuit_wait_s
+        calls = 0
+        while True:
             # pick only once a slot is free, so the circuit state is fresh when the call starts
             async with self._slots:
                 state = self._pick(failed)
-                if state is None:
-                    last = RetryableError(f"every upstream's circuit is open: {self.breaker_states()}")
-                    continue
-                await self._wait_for_budget(state, estimate, deadline)
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DeadlineExceeded("deadline exceeded before the upstream answered")
-                try:
-                    completion = await self._call(state.upstream, messages, max_tokens, temperature,
-                                                  _remaining(deadline))
-                except RetryableError as exc:
-                    _tried(tries, state.upstream, str(exc))
-                    state.breaker.record_failure()
-                    failed.add(state.upstream.name)
-                    last = exc
-                    continue
-                except PermanentError as exc:
-                    _tried(tries, state.upstream, str(exc))
-                    raise
-                _tried(tries, state.upstream, ANSWERED, completion.model)
-                state.breaker.record_success()
-                return completion
-        raise last
+                if state is not None:
+                    await self._wait_for_budget(state, estimate, deadline)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise DeadlineExceeded("deadline exceeded before the upstream answered")
+                    try:
+                        completion = await self._call(state.upstream, messages, max_tokens,
+                                                      temperature, _remaining(deadline))
+                    except RetryableError as exc:
+                        _tried(tries, state.upstream, str(exc))
+                        state.breaker.record_failure()
+                        failed.add(state.upstream.name)
+                        last = exc
+                    except PermanentError as exc:
+                        _tried(tries, state.upstream, str(exc))
+                        raise
+                    else:
+                        _tried(tries, state.upstream, ANSWERED, completion.model)
+                        state.breaker.record_success()
+                        return completion
+            if state is None:
+                # an open circuit is not a failed call: wait for its cooldown (a 30% failing
+                # upstream opens one now and then) rather than spend the retries in a few backoffs
+                wait = max(self._circuit_wait_s(failed), PROBE_POLL_S)
+                if time.monotonic() + wait > min(circuit_patience, deadline or math.inf):
+                    raise RetryableError(f"every upstream's circuit is open: {self.breaker_states()}")
+                await asyncio.sleep(wait)
+                continue
+            calls += 1
+            if calls > self.settings.retries:
+                raise last
+            await self._sleep(self._backoff(calls, last), deadline)
+
+    def _candidates(self, failed: set[str]) -> list[_UpstreamState]:
+        return [s for s in self._states if s.upstream.name not in failed] or self._states
 
     def _pick(self, failed: set[str]) -> _UpstreamState | None:
-        untried = [s for s in self._states if s.upstream.name not in failed] or self._states
-        return next((s for s in untried if s.breaker.allow()), None)
+        return next((s for s in self._candidates(failed) if s.breaker.allow()), None)
+
+    def _circuit_wait_s(self, failed: set[str]) -> float:
+        return min(s.breaker.wait_s() for s in self._candidates(failed))
 
     async def _wait_for_budget(self, state: _UpstreamState, estimate: float, deadline: float | None) -> None:
         for bucket, amount in ((state.requests, 1.0), (state.tokens, estimate)):

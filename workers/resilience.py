@@ -33,6 +33,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def wait_s(self) -> float:
+        """Seconds until allow() can next let a call through: 0 when closed, the rest of the
+        cooldown when open, 0 while a half-open probe is out (its outcome may come any moment)."""
+        if self.state == "open":
+            return max(0.0, self.opened_at + self.cooldown_s - self.clock())
+        return 0.0
+
     def record_success(self) -> None:
         self.state, self.failures, self._probe_out = "closed", 0, False
 

@@ -285,3 +285,44 @@ def test_a_permanent_failure_is_a_try_too_and_the_key_it_echoes_is_redacted() ->
     (step,) = tries
     assert step.upstream == "standin" and "answered 401" in step.outcome
     assert KEY not in step.outcome and len(step.outcome) <= 300
+
+
+def circuit_calls(cooldown_s: float, circuit_wait_s: float) -> tuple[object, float, int]:
+    """Three 500s open a one-upstream circuit; the next call's outcome, its time, the calls seen."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500) if len(seen) <= 3 else httpx.Response(200, json=OK)
+
+    async def main() -> tuple[object, float]:
+        settings = LlmSettings(upstreams=(Upstream("up", "http://up/v1", "m"),), retries=2,
+                               backoff_s=0.001, breaker_failures=3, breaker_cooldown_s=cooldown_s,
+                               circuit_wait_s=circuit_wait_s)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = ChatClient(settings, http)
+            with pytest.raises(RetryableError):
+                await client.complete([{"role": "user", "content": "a"}], max_tokens=5, temperature=0)
+            assert client.breaker_states() == {"up": "open"}
+            started = time.monotonic()
+            try:
+                outcome: object = await client.complete([{"role": "user", "content": "b"}],
+                                                        max_tokens=5, temperature=0)
+            except RetryableError as exc:
+                outcome = exc
+            return outcome, time.monotonic() - started
+
+    outcome, took = asyncio.run(main())
+    return outcome, took, len(seen)
+
+
+def test_an_open_circuit_is_waited_out_without_spending_the_retries() -> None:
+    completion, took, calls = circuit_calls(cooldown_s=0.3, circuit_wait_s=5)
+    assert getattr(completion, "text", None) == "hi!", completion
+    assert took >= 0.25 and calls == 4  # it waited for the cooldown, then one probe answered
+
+
+def test_the_wait_for_an_open_circuit_is_bounded() -> None:
+    error, took, calls = circuit_calls(cooldown_s=30, circuit_wait_s=0.2)
+    assert isinstance(error, RetryableError) and "circuit is open" in str(error)
+    assert took < 5 and calls == 3  # no call reached the upstream while its circuit was open

@@ -28,6 +28,17 @@ def test_breaker_opens_after_consecutive_failures_and_probes_after_cooldown() ->
     assert breaker.state == "closed" and breaker.allow() and breaker.allow()
 
 
+def test_wait_s_is_the_rest_of_the_cooldown_while_open() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures_to_open=1, cooldown_s=5, clock=clock)
+    assert breaker.wait_s() == 0.0
+    breaker.record_failure()
+    clock.now = 2.0
+    assert breaker.wait_s() == 3.0
+    clock.now = 7.0
+    assert breaker.wait_s() == 0.0 and breaker.allow()
+
+
 def test_success_resets_the_failure_count() -> None:
     breaker = CircuitBreaker(failures_to_open=2, clock=Clock())
     breaker.record_failure()
