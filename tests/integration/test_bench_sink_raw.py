@@ -1,5 +1,5 @@
 """`pointsman bench sink`'s raw phase against the real embedded engine: the sink's insert path, its
-path before and the column-oriented candidate store exactly the same rows (a comparison of speed
+path before, the column-oriented candidate and the engine alone store exactly the same rows (a comparison of speed
 is only fair between inserts that store the same thing)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from infra.clickhouse import Database, connect, migrate
 from pipeline.bench_sink import (
+    ENGINE_DATABASE,
     RAW_BEFORE_DATABASE,
     RAW_COLUMNS_DATABASE,
     RAW_DATABASE,
@@ -21,7 +22,7 @@ from pipeline.sink import RESULT_COLUMNS, result_row
 pytestmark = pytest.mark.integration
 
 
-def test_both_raw_paths_store_the_same_rows(tmp_path: Path) -> None:
+def test_every_raw_path_stores_the_same_rows(tmp_path: Path) -> None:
     client = connect(f"chdb://{tmp_path / 'clickhouse'}")
     try:
         migrate(client)
@@ -29,12 +30,13 @@ def test_both_raw_paths_store_the_same_rows(tmp_path: Path) -> None:
         results = result_messages(300, now=1_790_000_000.0)
         report = bench_raw(database, [result_row(r) for r in results])
         assert {path: row["rows"] for path, row in report.items()} == {
-            "raw": 300, "raw_before": 300, "raw_column_oriented": 300}
+            "raw": 300, "raw_before": 300, "raw_column_oriented": 300, "engine_only": 300}
         every = f"SELECT {', '.join(RESULT_COLUMNS)} FROM {{}}.results ORDER BY query_id"
         stored = database.query(every.format(RAW_DATABASE))[1]
         assert len(stored) == 300
         assert database.query(every.format(RAW_BEFORE_DATABASE))[1] == stored
         assert database.query(every.format(RAW_COLUMNS_DATABASE))[1] == stored
+        assert database.query(every.format(ENGINE_DATABASE))[1] == stored
         # Nullable, Map and DateTime64 values as the results carried them
         first = dict(zip(RESULT_COLUMNS, stored[0], strict=True))
         source = next(r for r in results if r.query_id == first["query_id"])
