@@ -1,6 +1,6 @@
-"""`pointsman bench sink`'s raw phase against the real embedded engine: the sink's insert path, its
-path before, the column-oriented candidate and the engine alone store exactly the same rows (a comparison of speed
-is only fair between inserts that store the same thing)."""
+"""`pointsman bench sink`'s raw phase against the real embedded engine: the sink's insert path,
+its path before, the column-oriented candidate and the engine alone store exactly the same rows
+(a comparison of speed is only fair between inserts that store the same thing)."""
 
 from __future__ import annotations
 
