@@ -102,9 +102,14 @@ def run_label_slm(console: Console, model_dir: Path, *, sets: Sequence[str] = SE
     todo: list[LabelledPrompt] = []
     for name in sets:
         prompts = labelled_set(name, "train")
-        todo += [p for p in sample(prompts, limit) if prompt_key(p) not in done]
+        for prompt in sample(prompts, limit):
+            # the data repeats a few prompts word for word: each is labelled once
+            if (key := prompt_key(prompt)) not in done:
+                done.add(key)
+                todo.append(prompt)
     todo.sort(key=lambda p: (p.max_tokens, len(p.text)))  # like lengths batch with little padding
-    console.print(f"labelling {len(todo)} prompts with {model_dir.name} ({len(done)} already in {out.name})")
+    console.print(f"labelling {len(todo)} prompts with {model_dir.name} "
+                  f"({len(done) - len(todo)} already in {out.name})")
     engine = SlmEngine(model_dir, threads=threads)
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
