@@ -15,13 +15,16 @@ overloaded, schema missing: the same rows will do later).
 from __future__ import annotations
 
 import logging
+import os
 import re
+import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+from clickhouse_connect.driver._chdbclient import ChdbClient
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
@@ -183,6 +186,11 @@ def _insert_error(exc: Exception) -> tuple[bool, str]:
     return False, text
 
 
+def _quoted(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class Database:
     """A clickhouse-connect client shared by threads of one process (inserts and queries)."""
 
@@ -190,6 +198,7 @@ class Database:
         self.client = client
         # one engine call at a time; a read-only session on the same embedded engine shares it
         self.lock = threading.Lock()
+        self.embedded = isinstance(client, ChdbClient)  # the engine runs in this process
 
     def insert(self, table: str, rows: list[list[Any]], columns: list[str],
                settings: dict[str, Any] | None = None) -> None:
@@ -200,6 +209,34 @@ class Database:
                 return
             except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
                 transient, reason = _insert_error(exc)
+        if transient or not self.reachable():
+            raise RetryableError(f"ClickHouse insert failed: {reason}")
+        raise RowsRefused(reason)
+
+    def insert_json(self, table: str, columns: list[str], select: str, structure: str,
+                    body: bytes, settings: dict[str, Any]) -> None:
+        """Insert what `select` computes from `body`, JSONEachRow read as `structure`: the
+        engine parses the rows itself. Raises as `insert` does. Embedded engine only: it reads
+        the batch from a temporary file (0600, gone after), as clickhouse-connect's own chdb
+        inserts do."""
+        if not self.embedded:
+            raise PermanentError("insert_json needs the embedded engine")
+        fd, path = tempfile.mkstemp(prefix="pointsman-insert-", suffix=".jsonl")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(body)
+            setting_list = ", ".join(f"{k} = {v}" for k, v in settings.items())
+            sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} "
+                   f"FROM file({_quoted(path)}, 'JSONEachRow', {_quoted(structure)})"
+                   + (f" SETTINGS {setting_list}" if settings else ""))
+            with self.lock:
+                try:
+                    self.client.command(sql)
+                    return
+                except Exception as exc:
+                    transient, reason = _insert_error(exc)
+        finally:
+            os.unlink(path)
         if transient or not self.reachable():
             raise RetryableError(f"ClickHouse insert failed: {reason}")
         raise RowsRefused(reason)

@@ -8,18 +8,16 @@ process, so the raw table lives in a second database of the same engine):
              writer to the last row stored (group join excluded), and the share of that spent
              inside the writer (decode, rows, insert) against waiting on Kafka
   raw        a plain insert of exactly those rows (the sink's columns, row lists built
-             beforehand, 50k rows an insert) into a copy of the results schema, by the sink's
-             own path (Database.insert: clickhouse-connect's row-oriented insert, with the
-             sink's INSERT_SETTINGS): the ceiling for a Python sink on this engine
-  raw before the same by the sink's path before (the same insert without INSERT_SETTINGS)
-  raw cols   the same by clickhouse-connect's column-oriented insert with INSERT_SETTINGS, the
-             best of its kind measured (columns pivoted 1024 rows at a time, column types asked
-             once, aware DateTime64 values as integer ticks): a candidate that was not faster
-             (BENCHMARKS.md)
+             beforehand by result_row, 50k rows an insert) into a copy of the results schema
+             by clickhouse-connect's row-oriented insert (Database.insert, the sink's
+             INSERT_SETTINGS): the sink's path on a ClickHouse server
+  raw json   the same results as their encoded messages, mapped by the engine
+             (Database.insert_json with pipeline/sink_json.py): the embedded sink's insert,
+             without the decode and range checks the sink runs first
   engine     the engine alone writing the same rows: INSERT … SELECT from in-memory copies of
              the chunks (filled unmeasured), no client code at all: the floor any sink on
              this engine pays, whatever its language
-             The four go into copies of their own, taking turns insert by insert, with the
+             The three go into copies of their own, taking turns insert by insert, with the
              garbage collector paused as the sink pauses it, each measured once the engine
              has no merge running (a merge of the parts an insert
              left runs on the engine's threads, which the process's CPU time counts)
@@ -39,12 +37,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import xxhash
-from clickhouse_connect.datatypes.base import ClickHouseType
 from confluent_kafka import Message
 from rich.console import Console
 from rich.table import Table
@@ -53,6 +49,7 @@ from infra import kafka
 from infra.clickhouse import Database, connect, migrate
 from infra.kafka_io import Outgoing, OutputProducer
 from infra.machine import machine
+from pipeline import sink_json
 from pipeline.bench_lanes import percentile
 from pipeline.config import Config
 from pipeline.sink import (
@@ -73,12 +70,9 @@ GOAL_ROWS_PER_S = 50_000
 GOAL_QUERYABLE_S = 2.0
 RAW_BATCH = 50_000
 RAW_DATABASE = "bench_raw"
-RAW_BEFORE_DATABASE = "bench_raw_before"
-RAW_COLUMNS_DATABASE = "bench_raw_columns"
+RAW_JSON_DATABASE = "bench_raw_json"
 ENGINE_DATABASE = "bench_engine_only"
 SOURCE_DATABASE = "bench_source"
-PIVOT_ROWS = 1024
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_S = 86_400.0
 
 _TEXT = ("the model answer returns a short summary of each point with context and detail about "
@@ -214,33 +208,32 @@ def clone_schema(database: Database, target: str) -> None:
         database.command(ddl.replace("pointsman.", f"{target}."))
 
 
-def bench_raw(database: Database, rows: list[list[Any]]) -> dict[str, dict[str, Any]]:
-    """Rows/s inserting `rows` into fresh copies of the schema, `RAW_BATCH` rows an insert, by
-    the sink's path, its path before, column-oriented, and the engine alone. They take turns
-    insert by insert, each first in its turn, so the engine's background merges and the
-    machine's other load fall on all alike."""
-    targets = {"raw": RAW_DATABASE, "raw_before": RAW_BEFORE_DATABASE,
-               "raw_column_oriented": RAW_COLUMNS_DATABASE, "engine_only": ENGINE_DATABASE}
+def bench_raw(database: Database, rows: list[list[Any]],
+              messages: list[bytes]) -> dict[str, dict[str, Any]]:
+    """Rows/s inserting the same results into fresh copies of the schema, `RAW_BATCH` rows an
+    insert: as `rows` by clickhouse-connect (the server's path), as `messages` mapped by the
+    engine (the embedded sink's insert, without its decode and checks), and by the engine
+    alone. They take turns insert by insert, each first in its turn, so the engine's
+    background merges and the machine's other load fall on all alike."""
+    targets = {"raw": RAW_DATABASE, "raw_json": RAW_JSON_DATABASE, "engine_only": ENGINE_DATABASE}
     for target in targets.values():
         clone_schema(database, target)
-    table = RESULTS_TABLE.replace("pointsman.", f"{RAW_COLUMNS_DATABASE}.")
-    types = list(database.client.create_insert_context(table, RESULT_COLUMNS).column_types)
     sources = fill_sources(database, rows)
     columns = ", ".join(RESULT_COLUMNS)
+    json_settings = {**INSERT_SETTINGS, **sink_json.SETTINGS}
     paths: dict[str, Callable[[str, int], None]] = {
         "raw": lambda table, i: database.insert(table, rows[i:i + RAW_BATCH], RESULT_COLUMNS,
                                                 INSERT_SETTINGS),
-        "raw_before": lambda table, i: database.insert(table, rows[i:i + RAW_BATCH], RESULT_COLUMNS),
-        "raw_column_oriented": lambda table, i: _column_oriented(database, table,
-                                                                 rows[i:i + RAW_BATCH], types),
+        "raw_json": lambda table, i: database.insert_json(
+            table, RESULT_COLUMNS, sink_json.SELECT, sink_json.STRUCTURE,
+            b"\n".join(messages[i:i + RAW_BATCH]), json_settings),
         "engine_only": lambda table, i: database.command(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {sources[i]} "
             f"SETTINGS {', '.join(f'{k} = {v}' for k, v in INSERT_SETTINGS.items())}"),
     }
-    names = {"raw": "raw Database.insert, row-oriented, INSERT_SETTINGS (the sink's path)",
-             "raw_before": "raw Database.insert, row-oriented (the sink's path before)",
-             "raw_column_oriented": "raw client.insert(column_oriented=True), INSERT_SETTINGS",
-             "engine_only": "engine only: INSERT … SELECT from an in-memory copy, INSERT_SETTINGS"}
+    names = {"raw": "raw Database.insert, row-oriented (the sink's path on a server)",
+             "raw_json": "raw Database.insert_json of the messages (the embedded sink's insert)",
+             "engine_only": "engine only: INSERT … SELECT from an in-memory copy"}
     spent = {path: [0.0, 0.0] for path in paths}
     order = list(paths)
     for i in range(0, len(rows), RAW_BATCH):
@@ -281,31 +274,6 @@ def wait_merges(database: Database, timeout_s: float = 60) -> None:
     while database.query("SELECT count() FROM system.merges")[1][0][0] and (
             time.monotonic() < deadline):
         time.sleep(0.05)
-
-
-def _column_oriented(database: Database, table: str, rows: list[list[Any]],
-                     types: list[ClickHouseType]) -> None:
-    with database.lock:  # as Database.insert holds it
-        database.client.insert(table, columns_of(rows, types), column_names=RESULT_COLUMNS,
-                               column_types=types, column_oriented=True,
-                               settings=INSERT_SETTINGS)
-
-
-def columns_of(rows: list[list[Any]], types: list[ClickHouseType]) -> list[list[Any]]:
-    """Rows as columns, pivoted PIVOT_ROWS at a time (zip over 50k rows at once took twice as
-    long a row: its working set leaves the caches); a DateTime64(3) column of aware datetimes
-    as integer milliseconds, which the client writes as they are (its own conversion of a
-    datetime is the costliest step of its serialiser)."""
-    columns: list[list[Any]] = [[] for _ in types]
-    for start in range(0, len(rows), PIVOT_ROWS):
-        for column, values in zip(columns, zip(*rows[start:start + PIVOT_ROWS], strict=True),
-                                  strict=True):
-            column.extend(values)
-    millisecond = timedelta(milliseconds=1)
-    for i, ch_type in enumerate(types):
-        if ch_type.name == "DateTime64(3, 'UTC')":
-            columns[i] = [(value - EPOCH) // millisecond for value in columns[i]]
-    return columns
 
 
 def _count(database: Database, query_id: str) -> int:
@@ -365,7 +333,7 @@ def measure(config: Config, *, rows: int, batch_size: int, batch_wait_s: float, 
     finally:
         sink.close()
     log("raw inserts")
-    raw = bench_raw(database, [result_row(r) for r in results])
+    raw = bench_raw(database, [result_row(r) for r in results], values)
     raw_row = raw["raw"]
     return {
         "machine": machine(),
@@ -376,10 +344,6 @@ def measure(config: Config, *, rows: int, batch_size: int, batch_wait_s: float, 
         "sink": sink_row, **raw, "stored": stored,
         "sink_vs_raw": round(sink_row["per_s"] / raw_row["per_s"], 2),
         "sink_vs_raw_per_cpu_s": round(sink_row["per_cpu_s"] / raw_row["per_cpu_s"], 2),
-        # each raw path against the sink's path before
-        "raw_vs_before": {path: [round(raw[path]["per_s"] / raw["raw_before"]["per_s"], 2),
-                                 round(raw[path]["per_cpu_s"] / raw["raw_before"]["per_cpu_s"], 2)]
-                          for path in raw if path != "raw_before"},
         "queryable": queryable,
         "goals": {"rows_per_s": GOAL_ROWS_PER_S, "queryable_s": GOAL_QUERYABLE_S},
     }
@@ -406,8 +370,7 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                   f"{s['partitions']} partitions")
     for column in ("name", "rows", "seconds", "rows/s", "cpu s", "rows/cpu s"):
         table.add_column(column)
-    for row in (report["sink"], report["raw"], report["raw_before"],
-                report["raw_column_oriented"], report["engine_only"]):
+    for row in (report["sink"], report["raw"], report["raw_json"], report["engine_only"]):
         table.add_row(row["name"], str(row["rows"]), f"{row['seconds']:.2f}", str(row["per_s"]),
                       f"{row['cpu_s']:.2f}", str(row["per_cpu_s"]))
     console.print(table)
@@ -415,8 +378,6 @@ def _print(console: Console, report: dict[str, Any]) -> None:
                   f"second); time inside the writer "
                   f"{report['sink']['inside_writer_share']:.0%} of the sink's; goal >= "
                   f"{GOAL_ROWS_PER_S} rows/s")
-    console.print("against the sink's insert before (rows/s, rows/CPU s): " + ", ".join(
-        f"{path} {wall}x, {cpu}x" for path, (wall, cpu) in report["raw_vs_before"].items()))
     console.print(f"produced -> queryable: p50 {q['p50_s']} s, p99 {q['p99_s']} s, max "
                   f"{q['max_s']} s over {q['samples']} (goal <= {GOAL_QUERYABLE_S} s); "
                   f"{m['nproc']} cpus, {m['cpu']}")

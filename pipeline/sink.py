@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -41,6 +42,7 @@ import xxhash
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from infra.clickhouse import DEFAULT_RETENTION_DAYS, Database, RowsRefused, apply_retention
+from pipeline import sink_json
 from topics.codec import decode, raw_text
 from topics.errors import InvalidMessage, RetryableError
 from topics.limits import printable
@@ -74,7 +76,6 @@ EVALUATION_COLUMNS = [
 JOBS_TABLE = "pointsman.jobs"
 JOB_COLUMNS = ["name", "source", "status", "total", "next_row", "sent", "skipped", "invalid",
                "budget_usd", "rate", "started_at", "updated_at"]
-SUBMITTED_AT = RESULT_COLUMNS.index("submitted_at")  # the results' partition key
 EVALUATED_SUBMITTED_AT = EVALUATION_COLUMNS.index("submitted_at")  # the evaluations' partition key
 FAILED_AT = DEAD_LETTER_COLUMNS.index("failed_at")  # the letters' partition key
 MAX_PARTITIONS_PER_INSERT = 50
@@ -165,7 +166,7 @@ class Origin:
 # cost 1.6 µs to make instead of 0.4, for every message
 @dataclass(slots=True)
 class Row:
-    values: list[Any]
+    values: list[Any] | bytes  # the column values, or the message itself for the engine to map
     month: int  # YYYYMM: the monthly partition the row lands in
     # where it came from, kept as the message: an Origin is built only for a row that cannot be
     # stored (building one per row was a tenth of the sink's time)
@@ -189,14 +190,44 @@ def _month(at: datetime) -> int:
 
 
 MAX_ATTEMPTS = 2**16 - 1  # results.attempts is UInt16: more calls than that read as the most
-USD_DECIMALS = 9  # the cost columns are Decimal(18, 9): a billionth of a dollar
+UINT32_MAX = 2**32 - 1  # the token counts and max_tokens are UInt32
+MAX_USD = 1e9  # the cost columns are Decimal(18, 9): under a billion dollars
+NANO_USD = Decimal("1e-9")
 
 
-def usd(amount: float) -> float:
-    """A cost for a Decimal(18, 9) column, rounded to its nine places here: the client writes a
-    float's shortest repr cut after nine places (truncated), so 0.0003 computed as 0.000299999…
-    would store 0.000299999. Rounded, its repr is the nine-place decimal itself."""
-    return round(amount, USD_DECIMALS)
+def check_result(r: Result) -> datetime:
+    """Raise ValueError, naming the field, for a value the results table cannot hold, so the
+    row is a dead letter with a reason a person can act on (NaN fails the comparisons too).
+    Returns submitted_at as a datetime: its month is the row's partition."""
+    submitted = _time(r.submitted_at)  # raises for a time no datetime holds (1e20)
+    _time(r.completed_at)
+    max_tokens = r.query.max_tokens if r.query is not None else 0
+    if not (0 <= r.prompt_tokens <= UINT32_MAX and 0 <= r.completion_tokens <= UINT32_MAX
+            and 0 <= max_tokens <= UINT32_MAX):
+        name, value = next((n, v) for n, v in (("prompt_tokens", r.prompt_tokens),
+                                               ("completion_tokens", r.completion_tokens),
+                                               ("max_tokens", max_tokens))
+                           if not 0 <= v <= UINT32_MAX)
+        raise ValueError(f"{name} {value} is out of range (0 to {UINT32_MAX})")
+    if r.attempts < 0:
+        raise ValueError(f"attempts {r.attempts} is out of range (0 or more)")
+    for name, value in (("cost_usd", r.cost_usd), ("all_llm_cost_usd", r.all_llm_cost_usd),
+                        ("slm_cost_usd", r.slm_cost_usd)):
+        if not -MAX_USD < value < MAX_USD:
+            raise ValueError(f"{name} {value} is out of range (under a billion dollars)")
+    return submitted
+
+
+def usd(amount: float) -> Decimal:
+    """A cost for a Decimal(18, 9) column: the float's shortest decimal, rounded half away from
+    zero to nine places, as the engine rounds it (pipeline/sink_json.py). The client would cut
+    the repr after nine places: 0.0003 computed as 0.000299999… would store 0.000299999."""
+    return Decimal(repr(amount)).quantize(NANO_USD, ROUND_HALF_UP)
+
+
+def _ms(ts: float) -> int:
+    """A DateTime64(3) as ticks: the nearest millisecond (half to even, as the engine's round)."""
+    return round(ts * 1000)
 
 
 def result_row(r: Result) -> list[Any]:
@@ -204,7 +235,7 @@ def result_row(r: Result) -> list[Any]:
     return [
         r.query_id, r.tenant, r.route, r.model, r.answer, r.error or "", r.prompt_tokens,
         r.completion_tokens, usd(r.cost_usd), r.confidence, r.similarity, r.fingerprint,
-        r.route_reason, _time(r.submitted_at), _time(r.completed_at), t.queued_ms, t.routed_ms,
+        r.route_reason, _ms(r.submitted_at), _ms(r.completed_at), t.queued_ms, t.routed_ms,
         t.wait_ms, t.inference_ms, t.total_ms, usd(r.all_llm_cost_usd), usd(r.slm_cost_usd),
         r.lane, r.job, *prompt_values(r.query),
         r.policy, r.score, r.threshold, r.upstream, min(r.attempts, MAX_ATTEMPTS),
@@ -306,6 +337,7 @@ class SinkWriter:
         self.topics = topics
         self.rows_written = 0
         self.dead_lettered = 0
+        self.engine_parses = database.embedded
 
     def __call__(self, batch: list[Message]) -> None:
         with gc_paused():
@@ -339,11 +371,13 @@ class SinkWriter:
                     evaluations.append(Row(values, _month(values[EVALUATED_SUBMITTED_AT]), message,
                                            query_id, tenant))
                 else:
-                    r = decode(message.value(), Result)
+                    value = message.value()
+                    r = decode(value, Result)
                     query_id, tenant = r.query_id, r.tenant
-                    values = result_row(r)
-                    results.append(Row(values, _month(values[SUBMITTED_AT]), message, query_id,
-                                       tenant))
+                    month = _month(check_result(r))
+                    # the embedded engine makes the row from the message itself (sink_json)
+                    results.append(Row(value if self.engine_parses else result_row(r), month,
+                                       message, query_id, tenant))
             except InvalidMessage as exc:
                 # only our code writes these topics, so this is a bug or a foreign producer
                 unstored.append((Origin.of(message, query_id, tenant),
@@ -379,7 +413,12 @@ class SinkWriter:
         return refused
 
     def _insert(self, table: str, columns: list[str], rows: list[Row]) -> None:
-        self.database.insert(table, [row.values for row in rows], columns, INSERT_SETTINGS)
+        if table == RESULTS_TABLE and self.engine_parses:
+            self.database.insert_json(table, columns, sink_json.SELECT, sink_json.STRUCTURE,
+                                      b"\n".join([row.values for row in rows]),
+                                      {**INSERT_SETTINGS, **sink_json.SETTINGS})
+        else:
+            self.database.insert(table, [row.values for row in rows], columns, INSERT_SETTINGS)
 
 
 def run_sink(settings: SinkSettings, database: Database, stop: StopFlag) -> None:

@@ -1,6 +1,6 @@
-"""`pointsman bench sink`'s raw phase against the real embedded engine: the sink's insert path,
-its path before, the column-oriented candidate and the engine alone store exactly the same rows
-(a comparison of speed is only fair between inserts that store the same thing)."""
+"""`pointsman bench sink`'s raw phase against the real embedded engine: the client's insert, the
+engine's mapping of the messages and the engine alone store exactly the same rows (a comparison
+of speed is only fair between inserts that store the same thing)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 from infra.clickhouse import Database, connect, migrate
 from pipeline.bench_sink import (
     ENGINE_DATABASE,
-    RAW_BEFORE_DATABASE,
-    RAW_COLUMNS_DATABASE,
     RAW_DATABASE,
+    RAW_JSON_DATABASE,
     bench_raw,
     result_messages,
 )
 from pipeline.sink import RESULT_COLUMNS, result_row
+from topics.codec import encode
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,13 @@ def test_every_raw_path_stores_the_same_rows(tmp_path: Path) -> None:
         migrate(client)
         database = Database(client)
         results = result_messages(300, now=1_790_000_000.0)
-        report = bench_raw(database, [result_row(r) for r in results])
+        report = bench_raw(database, [result_row(r) for r in results], [encode(r) for r in results])
         assert {path: row["rows"] for path, row in report.items()} == {
-            "raw": 300, "raw_before": 300, "raw_column_oriented": 300, "engine_only": 300}
+            "raw": 300, "raw_json": 300, "engine_only": 300}
         every = f"SELECT {', '.join(RESULT_COLUMNS)} FROM {{}}.results ORDER BY query_id"
         stored = database.query(every.format(RAW_DATABASE))[1]
         assert len(stored) == 300
-        assert database.query(every.format(RAW_BEFORE_DATABASE))[1] == stored
-        assert database.query(every.format(RAW_COLUMNS_DATABASE))[1] == stored
+        assert database.query(every.format(RAW_JSON_DATABASE))[1] == stored
         assert database.query(every.format(ENGINE_DATABASE))[1] == stored
         # Nullable, Map and DateTime64 values as the results carried them
         first = dict(zip(RESULT_COLUMNS, stored[0], strict=True))

@@ -54,8 +54,7 @@ def test_poison_rows_never_hold_the_good_ones(pipeline: Pipeline, broker: str) -
     assert set(reasons) == set(poison)
     assert "prompt_tokens" in reasons["neg-tokens"] and "out of range" in reasons["neg-tokens"]
     assert "completion_tokens" in reasons["huge-tokens"]
-    assert all("ClickHouse refused the row" in reasons[q] for q in ("neg-tokens", "huge-tokens"))
-    assert reasons["far-future"].startswith("sink: cannot make a row")
+    assert all(reasons[q].startswith("sink: cannot make a row") for q in poison)
     # history keeps its answers and its true submission time
     old = pipeline.reader().query("SELECT answer, toString(submitted_at) FROM pointsman.results "
                                   "FINAL WHERE query_id = 'h000'")[1]

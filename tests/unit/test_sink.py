@@ -53,6 +53,8 @@ class Message:
 
 
 class Database:
+    embedded = False  # a server's path: rows made in Python (the engine's is an integration test)
+
     def __init__(self) -> None:
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
