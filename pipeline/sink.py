@@ -2,11 +2,12 @@
 tables, in batches.
 
 A batch is inserted, then its offsets are committed. No row can hold the others:
-- a message that cannot be decoded or made into a row (a submitted_at of 1e20) is stored as a
-  dead letter with the reason, never a crash;
-- an insert that ClickHouse refuses, or its client cannot serialise (a token count below 0 or
-  beyond UInt32), is split in halves until each refused row stands alone: the good rows land and
-  each refused one is stored in pointsman.dead_letters with the raw message and the error;
+- a message that cannot be decoded or made into a row (a submitted_at of 1e20, a token count
+  below 0 or beyond UInt32: check_result names the field) is stored as a dead letter with the
+  reason, never a crash;
+- an insert that ClickHouse refuses, or its client cannot serialise, is split in halves until
+  each refused row stands alone: the good rows land and each refused one is stored in
+  pointsman.dead_letters with the raw message and the error;
 - only when the database itself is in trouble (the error says so, or a `SELECT 1` probe fails
   too) is the batch retried whole, with backoff, and consumption waits: rows are never dropped.
 A dead letter the sink writes for a refused row holds only values that cannot be refused (text
@@ -22,16 +23,22 @@ keys (results: tenant, day, query id, fingerprint; letters: topic and letter id;
 tenant, route, day, query id, fingerprint), so a row
 inserted twice never double counts when read FINAL (even twice in one insert: the inserts leave
 that to FINAL and the merges too, INSERT_SETTINGS). A split re-sends only rows whose insert was
-refused, and a refused insert stores nothing (a sink batch is one insert block; the client makes
-a block it cannot serialise fail whole).
+refused. A refused client insert stores nothing (the client makes a block it cannot serialise
+fail whole); a refused engine-mapped one may have stored the blocks parsed before the bad row,
+and their rows, sent again in the halves, collapse like any replay.
+
+Rows: on the embedded engine the results go in as the messages themselves and the engine maps
+them to columns (pipeline/sink_json.py: no Python row building or serialising, the bulk of the
+sink's time); on a server, as rows made by `result_row`. Both store the same values.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -48,7 +55,7 @@ from topics.errors import InvalidMessage, RetryableError
 from topics.limits import printable
 from topics.names import Topics
 from topics.schemas import DeadLetter, Evaluation, JobState, Query, Result
-from workers.loop import LoopSettings, StopFlag, run_loop
+from workers.loop import LoopSettings, StopFlag, run_overlapped_loop
 
 log = logging.getLogger(__name__)
 
@@ -316,22 +323,58 @@ def fallback_letter(origin: Origin, reason: str) -> Row:
 
 # -- the writer -----------------------------------------------------------------------------------
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
+class _GcPauses:
+    """Pauses of the cyclic garbage collector that nest across threads: a batch is prepared
+    while the one before is stored, and the collector comes back only when neither runs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.was_enabled = False
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self.lock:
+            if self.active == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                if self.active == 0 and self.was_enabled:
+                    gc.enable()
+
+
+_gc_pauses = _GcPauses()
+
+
+def gc_paused() -> AbstractContextManager[None]:
     """No cyclic garbage collection inside: a batch allocates a few objects per field of every
     message, all of them kept to the end of the batch, so the collector ran again and again over
     the growing batch and took half the sink's time. Decoded messages and rows hold no cycles;
     what the other threads leave meanwhile is collected once the batch is done."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _gc_pauses.paused()
+
+
+@dataclass
+class Prepared:
+    """A batch made into rows, ready to store; storing it again (a retry) stores the same."""
+
+    results: list[Row]
+    letters: list[Row]
+    evaluations: list[Row]
+    jobs: list[Row]
+    unstored: list[tuple[Origin, str]]  # messages no row could be made of, with the reason
 
 
 class SinkWriter:
+    """`prepare` makes a batch into rows (Python only: decode, checks); `store` inserts them
+    (mostly the engine, which releases the GIL), so the sink's loop prepares the next batch
+    while one is stored (workers/loop.py run_overlapped_loop). Calling it does both."""
+
     def __init__(self, database: Database, topics: Topics) -> None:
         self.database = database
         self.topics = topics
@@ -340,10 +383,17 @@ class SinkWriter:
         self.engine_parses = database.embedded
 
     def __call__(self, batch: list[Message]) -> None:
-        with gc_paused():
-            self._write(batch)
+        self.store(self.prepare(batch))
 
-    def _write(self, batch: list[Message]) -> None:
+    def prepare(self, batch: list[Message]) -> Prepared:
+        with gc_paused():
+            return self._prepare(batch)
+
+    def store(self, prepared: Prepared) -> None:
+        with gc_paused():
+            self._store_batch(prepared)
+
+    def _prepare(self, batch: list[Message]) -> Prepared:
         results: list[Row] = []
         letters: list[Row] = []
         evaluations: list[Row] = []
@@ -385,12 +435,18 @@ class SinkWriter:
             except ROW_ERRORS as exc:
                 unstored.append((Origin.of(message, query_id, tenant),
                                  f"sink: cannot make a row: {exc}"))
+        return Prepared(results, letters, evaluations, jobs, unstored)
+
+    def _store_batch(self, prepared: Prepared) -> None:
+        results, letters = prepared.results, prepared.letters
+        evaluations, jobs = prepared.evaluations, prepared.jobs
+        unstored = list(prepared.unstored)  # a retry starts from the batch as prepared
         stored = len(results) + len(letters) + len(evaluations) + len(jobs)
         for table, rows, columns in ((RESULTS_TABLE, results, RESULT_COLUMNS),
                                      (LETTERS_TABLE, letters, DEAD_LETTER_COLUMNS),
                                      (EVALUATIONS_TABLE, evaluations, EVALUATION_COLUMNS),
                                      (JOBS_TABLE, jobs, JOB_COLUMNS)):
-            for row, reason in self._store(table, rows, columns):
+            for row, reason in self._store_table(table, rows, columns):
                 stored -= 1
                 unstored.append((row.origin, f"sink: ClickHouse refused the row: {reason}"))
         fallbacks = [fallback_letter(origin, reason) for origin, reason in unstored]
@@ -405,7 +461,7 @@ class SinkWriter:
         self.rows_written += stored + len(fallbacks)
         self.dead_lettered += len(fallbacks)
 
-    def _store(self, table: str, rows: list[Row], columns: list[str]) -> list[tuple[Row, str]]:
+    def _store_table(self, table: str, rows: list[Row], columns: list[str]) -> list[tuple[Row, str]]:
         """Insert rows partition-chunk by chunk; return those refused, with the reason."""
         refused: list[tuple[Row, str]] = []
         for chunk in by_partition(rows, lambda row: row.month, MAX_PARTITIONS_PER_INSERT):
@@ -432,4 +488,5 @@ def run_sink(settings: SinkSettings, database: Database, stop: StopFlag) -> None
          settings.topics.jobs),
         settings.batch_size, settings.batch_wait_s,
     )
-    run_loop(loop, SinkWriter(database, settings.topics), stop)
+    writer = SinkWriter(database, settings.topics)
+    run_overlapped_loop(loop, writer.prepare, writer.store, stop)

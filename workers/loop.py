@@ -11,7 +11,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -20,6 +22,7 @@ from topics.errors import RetryableError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Process = Callable[[list[Message]], None]  # must finish its output or raise; then we commit
 Handler = Callable[[list[Message]], list[Outgoing]]
 
@@ -72,9 +75,42 @@ def run_loop(settings: LoopSettings, process: Process, stop: StopFlag) -> None:
         consumer.close()
 
 
+def run_overlapped_loop(settings: LoopSettings, prepare: Callable[[list[Message]], T],
+                        store: Callable[[T], None], stop: StopFlag) -> None:
+    """run_loop in two steps that overlap: while one batch is stored (on a thread of its own,
+    where the work is mostly outside the GIL, as a database insert is) the next is consumed and
+    prepared. The guarantee is run_loop's: offsets are committed in order, each only after its
+    batch is stored, and a store that fails with RetryableError is retried until it is done."""
+    consumer = new_consumer(settings.bootstrap, settings.group, list(settings.topics))
+    pending: tuple[Future[None], list[Message]] | None = None  # the batch being stored
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="store") as storing:
+            while not stop.is_set():
+                messages = consumer.consume(settings.batch_size, timeout=settings.batch_wait_s)
+                batch = [m for m in messages if usable(m)]
+                if batch:
+                    prepared = prepare(batch)
+                if pending is not None and (batch or pending[0].done()):
+                    future, stored = pending
+                    pending = None
+                    future.result()  # its RetryableError, once stopping, ends the loop here
+                    commit(consumer, stored)
+                if batch:
+                    pending = (storing.submit(until_done, prepared, store, stop), batch)
+            if pending is not None:
+                pending[0].result()
+                commit(consumer, pending[1])
+    finally:
+        consumer.close()  # the executor's exit has waited for a store in flight
+
+
 def finish(consumer: Consumer, batch: list[Message], process: Process, stop: StopFlag) -> None:
     """Process the batch until it is done, then commit past it."""
     until_done(batch, process, stop)
+    commit(consumer, batch)
+
+
+def commit(consumer: Consumer, batch: list[Message]) -> None:
     try:
         consumer.commit(offsets=next_offsets(batch), asynchronous=False)
     except KafkaException as exc:
@@ -83,11 +119,11 @@ def finish(consumer: Consumer, batch: list[Message], process: Process, stop: Sto
         log.warning("commit failed, batch will be redelivered: %s", exc)
 
 
-def until_done(batch: list[Message], process: Process, stop: StopFlag) -> None:
+def until_done(work: T, process: Callable[[T], None], stop: StopFlag) -> None:
     delay = 0.5
     while True:
         try:
-            process(batch)
+            process(work)
             return
         except RetryableError as exc:
             # the broker or the database hiccupped: redo the batch without committing
