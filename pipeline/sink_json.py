@@ -80,8 +80,11 @@ SELECT = ", ".join([
 ])
 
 # how JSONEachRow reads the fields above: JSON arrays, objects, numbers and booleans into a
-# String as their text (messages, metadata values); nothing skipped silently
+# String as their text (messages, metadata values); nothing skipped silently. One parsing
+# thread: parallel parsing of a sink batch cost a quarter more CPU a row and was no faster
+# (BENCHMARKS.md, "Sink ingest"), and the sink's other core is preparing the next batch.
 SETTINGS: dict[str, int] = {
+    "input_format_parallel_parsing": 0,
     "input_format_json_read_arrays_as_strings": 1,
     "input_format_json_read_objects_as_strings": 1,
     "input_format_json_read_numbers_as_strings": 1,

@@ -4,6 +4,7 @@ the inserts (the real engine is in tests/integration/test_sink_poison.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.sink import (
     Origin,
     SinkWriter,
     by_partition,
+    check_result,
     fallback_letter,
     insert_isolating,
     letter_id,
@@ -24,7 +26,7 @@ from pipeline.sink import (
 from topics.codec import encode
 from topics.errors import RetryableError
 from topics.names import Topics
-from topics.schemas import DeadLetter, Result
+from topics.schemas import DeadLetter, Query, Result
 
 TOPICS = Topics("s.")
 
@@ -192,3 +194,24 @@ def test_a_result_row_keeps_its_lane_job_and_the_question_as_asked() -> None:
     assert (text["lane"], text["job"], text["prompt"], text["messages"]) == ("live", "", "why", "")
     bare = dict(zip(RESULT_COLUMNS, result_row(Result("q", "t", "cache")), strict=True))
     assert (bare["prompt"], bare["max_tokens"], bare["metadata"]) == ("", 0, {})
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"submitted_at": 1e20}, "submitted_at 1e+20 is out of range (years 1 to 9999)"),
+    ({"completed_at": float("nan")}, "completed_at nan is out of range (years 1 to 9999)"),
+    ({"completion_tokens": 2**32}, "completion_tokens 4294967296 is out of range (0 to 4294967295)"),
+    ({"query": Query(text="x", max_tokens=-1)}, "max_tokens -1 is out of range (0 to 4294967295)"),
+    ({"attempts": -1}, "attempts -1 is out of range (0 or more)"),
+    ({"slm_cost_usd": 1e9}, "slm_cost_usd 1000000000.0 is out of range (under a billion dollars)"),
+    ({"cost_usd": float("inf")}, "cost_usd inf is out of range (under a billion dollars)"),
+])
+def test_a_value_the_table_cannot_hold_is_refused_by_name(fields: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
+        check_result(Result("q", "t", "llm", **{"submitted_at": 1.7e9, **fields}))
+
+
+def test_a_result_in_range_gives_its_partition_month() -> None:
+    assert check_result(Result("q", "t", "llm", submitted_at=1_451_606_399.5)) == 201512
+    assert check_result(Result("q", "t", "llm", submitted_at=1_451_606_400.0, cost_usd=-0.5,
+                               prompt_tokens=2**32 - 1)) == 201601
+    assert check_result(Result("q", "t", "llm", submitted_at=-1.0)) == 196912
