@@ -221,10 +221,16 @@ class Database:
         inserts do."""
         if not self.embedded:
             raise PermanentError("insert_json needs the embedded engine")
-        fd, path = tempfile.mkstemp(prefix="pointsman-insert-", suffix=".jsonl")
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(body)
+            fd, path = tempfile.mkstemp(prefix="pointsman-insert-", suffix=".jsonl")
+        except OSError as exc:  # a full or unwritable temp dir: the same rows will do later
+            raise RetryableError(f"cannot write the insert's batch file: {exc}") from None
+        try:
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(body)
+            except OSError as exc:
+                raise RetryableError(f"cannot write the insert's batch file: {exc}") from None
             setting_list = ", ".join(f"{k} = {v}" for k, v in settings.items())
             sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} "
                    f"FROM file({_quoted(path)}, 'JSONEachRow', {_quoted(structure)})"

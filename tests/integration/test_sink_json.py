@@ -4,6 +4,7 @@ store identical rows, and a value only the engine sees is refused, never wrapped
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pipeline import sink_json
 from pipeline.bench_sink import result_messages
 from pipeline.sink import INSERT_SETTINGS, RESULT_COLUMNS, RESULTS_TABLE, SinkWriter, result_row
 from topics.codec import encode
+from topics.errors import RetryableError
 from topics.names import Topics
 from topics.schemas import ChatMessage, Query, Result, Step, Timings
 
@@ -117,3 +119,15 @@ def test_a_value_only_the_engine_sees_is_refused_not_wrapped(db: Database) -> No
             db.insert_json(RESULTS_TABLE, RESULT_COLUMNS, sink_json.SELECT, sink_json.STRUCTURE,
                            good + b"\n" + bad, {**INSERT_SETTINGS, **sink_json.SETTINGS})
     assert db.query("SELECT count() FROM pointsman.results WHERE query_id = 'bad'")[1] == [(0,)]
+
+
+def test_a_batch_file_that_cannot_be_written_is_retried_not_dead_lettered(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # as a full /tmp would fail
+    writer = SinkWriter(db, TOPICS)
+    with pytest.raises(RetryableError, match="cannot write the insert's batch file"):
+        writer([Message(encode(Result("r", "acme", "llm", submitted_at=1.7e9)), 0)])
+    assert writer.dead_lettered == 0
+    monkeypatch.undo()
+    writer([Message(encode(Result("r", "acme", "llm", submitted_at=1.7e9)), 0)])  # the retry
+    assert db.query("SELECT count() FROM pointsman.results")[1] == [(1,)]
