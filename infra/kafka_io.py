@@ -4,7 +4,11 @@ confirms delivery before the caller commits its input offsets (at-least-once).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,19 +102,49 @@ class OutputProducer:
                     produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
                     break
                 except BufferError:  # local queue full: serve callbacks, then try again
-                    self._producer.poll(0.05)
+                    with ctrl_c_outside_callbacks():
+                        self._producer.poll(0.05)
                 except KafkaException as exc:
                     raise _produce_error(out, exc) from None
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Block until everything sent so far is acknowledged; raise if anything failed."""
-        remaining = self._producer.flush(timeout)
+        with ctrl_c_outside_callbacks() as interrupted:
+            deadline = time.monotonic() + timeout
+            remaining = self._producer.flush(0)
+            while remaining and not interrupted() and (left := deadline - time.monotonic()) > 0:
+                remaining = self._producer.flush(min(left, FLUSH_SLICE_S))
         errors, self._errors = self._errors, []
         if remaining:
             raise RetryableError(f"{remaining} messages not delivered in time")
         if errors:
             permanent = [e for e in errors if e.code() in _PERMANENT_DELIVERY]
             raise delivery_error((permanent or errors)[0], f"{len(errors)} messages failed delivery")
+
+
+FLUSH_SLICE_S = 0.2  # how soon a Ctrl-C held off during a flush takes effect
+
+
+@contextmanager
+def ctrl_c_outside_callbacks() -> Iterator[Callable[[], bool]]:
+    """Where Ctrl-C raises KeyboardInterrupt (a CLI's main thread, Python's own handler), hold it
+    off inside the block and raise it after. A flush runs the delivery callbacks in Python; a
+    KeyboardInterrupt raised inside one is lost by confluent-kafka (2.16.1), which reports a
+    SystemError instead ("flush returned NULL without setting an exception"), so a Ctrl-C'd
+    backfill crashed instead of pausing. The block sees whether one came, to stop waiting.
+    Elsewhere (a role's own SIGINT handler, other threads) nothing changes."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 class PipelinedProducer:
