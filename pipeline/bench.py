@@ -167,7 +167,11 @@ def bench_naive_process(config: Config, topics: Topics, n: int) -> dict[str, Any
 
 
 def bench_router(config: Config, console: Console, *, messages: int, as_json: bool) -> None:
-    kafka.start(config.kafka())
+    with kafka.started(config.kafka()):
+        _bench_router(config, console, messages=messages, as_json=as_json)
+
+
+def _bench_router(config: Config, console: Console, *, messages: int, as_json: bool) -> None:
     run = uuid.uuid4().hex[:8]
     topics, semantic_topics = Topics(f"bench-{run}."), Topics(f"bench-{run}-semantic.")
     out = TopicSpec(topics.prefix + "baseline.out", config.partitions, {})

@@ -142,7 +142,11 @@ def _start_roles(config: Config, topics: Topics, upstream: StandinServer, bench:
 
 
 def measure(config: Config, bench: LanesBench, logs: Path) -> dict[str, Any]:
-    kafka.start(config.kafka())
+    with kafka.started(config.kafka()):
+        return _measure(config, bench, logs)
+
+
+def _measure(config: Config, bench: LanesBench, logs: Path) -> dict[str, Any]:
     topics = Topics(f"bench-lanes-{uuid.uuid4().hex[:8]}.")
     ensure_topics(config.bootstrap, topics.specs(config.partitions))
     upstream = StandinServer(StandinLLM(

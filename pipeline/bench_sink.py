@@ -311,7 +311,13 @@ def bench_queryable(database: Database, producer: OutputProducer, topics: Topics
 
 def measure(config: Config, *, rows: int, batch_size: int, batch_wait_s: float, samples: int,
             data_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    kafka.start(config.kafka())
+    with kafka.started(config.kafka()):
+        return _measure(config, rows=rows, batch_size=batch_size, batch_wait_s=batch_wait_s,
+                        samples=samples, data_dir=data_dir, log=log)
+
+
+def _measure(config: Config, *, rows: int, batch_size: int, batch_wait_s: float, samples: int,
+             data_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     topics = Topics(f"bench-sink-{uuid.uuid4().hex[:8]}.")
     ensure_topics(config.bootstrap, topics.specs(config.partitions))
     log(f"generating {rows} results")

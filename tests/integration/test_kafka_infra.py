@@ -316,3 +316,14 @@ def test_replication_beyond_the_brokers_is_a_clear_error(broker: LocalKafkaConfi
         timeout=10).topics
     # the defaults suit this single broker
     assert ensure_topics(broker.bootstrap, [TopicSpec(topic, 1, {})]) == [topic]
+
+
+@needs_toolchain
+def test_a_bench_broker_is_stopped_after_only_if_it_was_started_for_it(broker: LocalKafkaConfig) -> None:
+    with kafka.started(broker) as running:
+        assert running.running and kafka.status(broker).running
+    assert not kafka.status(broker).running  # started for the job: gone after it
+    kafka.start(broker)
+    with kafka.started(broker):
+        pass
+    assert kafka.status(broker).running  # someone's broker, running before: left running
