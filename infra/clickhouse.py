@@ -21,7 +21,7 @@ import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import clickhouse_connect
 from clickhouse_connect.driver._chdbclient import ChdbClient
@@ -186,6 +186,21 @@ def _insert_error(exc: Exception) -> tuple[bool, str]:
     return False, text
 
 
+def _batch_file(body: bytes) -> str:
+    """`body` in a new temporary file (0600); RetryableError when it cannot be written (a full
+    or unwritable temp dir: the same rows will do later)."""
+    path = None
+    try:
+        fd, path = tempfile.mkstemp(prefix="pointsman-insert-", suffix=".jsonl")
+        with os.fdopen(fd, "wb") as file:
+            file.write(body)
+        return path
+    except OSError as exc:
+        if path is not None:
+            os.unlink(path)
+        raise RetryableError(f"cannot write the insert's batch file: {exc}") from None
+
+
 def _quoted(text: str) -> str:
     """A ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -209,9 +224,7 @@ class Database:
                 return
             except Exception as exc:  # the serialiser raises struct/Unicode/Type errors too
                 transient, reason = _insert_error(exc)
-        if transient or not self.reachable():
-            raise RetryableError(f"ClickHouse insert failed: {reason}")
-        raise RowsRefused(reason)
+        self._insert_failed(transient, reason)
 
     def insert_json(self, table: str, columns: list[str], select: str, structure: str,
                     body: bytes, settings: dict[str, Any]) -> None:
@@ -221,16 +234,8 @@ class Database:
         inserts do."""
         if not self.embedded:
             raise PermanentError("insert_json needs the embedded engine")
+        path = _batch_file(body)
         try:
-            fd, path = tempfile.mkstemp(prefix="pointsman-insert-", suffix=".jsonl")
-        except OSError as exc:  # a full or unwritable temp dir: the same rows will do later
-            raise RetryableError(f"cannot write the insert's batch file: {exc}") from None
-        try:
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(body)
-            except OSError as exc:
-                raise RetryableError(f"cannot write the insert's batch file: {exc}") from None
             setting_list = ", ".join(f"{k} = {v}" for k, v in settings.items())
             sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} "
                    f"FROM file({_quoted(path)}, 'JSONEachRow', {_quoted(structure)})"
@@ -243,6 +248,11 @@ class Database:
                     transient, reason = _insert_error(exc)
         finally:
             os.unlink(path)
+        self._insert_failed(transient, reason)
+
+    def _insert_failed(self, transient: bool, reason: str) -> NoReturn:
+        """RetryableError when the database is in trouble (so the rows will do later), else
+        RowsRefused: these rows."""
         if transient or not self.reachable():
             raise RetryableError(f"ClickHouse insert failed: {reason}")
         raise RowsRefused(reason)

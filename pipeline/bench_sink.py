@@ -12,7 +12,7 @@ process, so the raw table lives in a second database of the same engine):
              by clickhouse-connect's row-oriented insert (Database.insert, the sink's
              INSERT_SETTINGS): the sink's path on a ClickHouse server
   raw json   the same results as their encoded messages, mapped by the engine
-             (Database.insert_json with pipeline/sink_json.py): the embedded sink's insert,
+             (insert_result_messages, pipeline/sink_json.py): the embedded sink's insert,
              without the decode and range checks the sink runs first
   engine     the engine alone writing the same rows: INSERT … SELECT from in-memory copies of
              the chunks (filled unmeasured), no client code at all: the floor any sink on
@@ -49,7 +49,6 @@ from infra import kafka
 from infra.clickhouse import Database, connect, migrate
 from infra.kafka_io import Outgoing, OutputProducer
 from infra.machine import machine
-from pipeline import sink_json
 from pipeline.bench_lanes import percentile
 from pipeline.config import Config
 from pipeline.sink import (
@@ -59,6 +58,7 @@ from pipeline.sink import (
     Prepared,
     SinkWriter,
     gc_paused,
+    insert_result_messages,
     result_row,
 )
 from topics.admin import ensure_topics
@@ -229,19 +229,17 @@ def bench_raw(database: Database, rows: list[list[Any]],
         clone_schema(database, target)
     sources = fill_sources(database, rows)
     columns = ", ".join(RESULT_COLUMNS)
-    json_settings = {**INSERT_SETTINGS, **sink_json.SETTINGS}
     paths: dict[str, Callable[[str, int], None]] = {
         "raw": lambda table, i: database.insert(table, rows[i:i + RAW_BATCH], RESULT_COLUMNS,
                                                 INSERT_SETTINGS),
-        "raw_json": lambda table, i: database.insert_json(
-            table, RESULT_COLUMNS, sink_json.SELECT, sink_json.STRUCTURE,
-            b"\n".join(messages[i:i + RAW_BATCH]), json_settings),
+        "raw_json": lambda table, i: insert_result_messages(database, table,
+                                                            messages[i:i + RAW_BATCH]),
         "engine_only": lambda table, i: database.command(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {sources[i]} "
             f"SETTINGS {', '.join(f'{k} = {v}' for k, v in INSERT_SETTINGS.items())}"),
     }
     names = {"raw": "raw Database.insert, row-oriented (the sink's path on a server)",
-             "raw_json": "raw Database.insert_json of the messages (the embedded sink's insert)",
+             "raw_json": "raw insert_result_messages (the embedded sink's insert)",
              "engine_only": "engine only: INSERT … SELECT from an in-memory copy"}
     spent = {path: [0.0, 0.0] for path in paths}
     order = list(paths)

@@ -5,59 +5,30 @@ store identical rows, and a value only the engine sees is refused, never wrapped
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from infra.clickhouse import Database, RowsRefused, connect, migrate
-from pipeline import sink_json
+from infra.clickhouse import Database, RowsRefused
 from pipeline.bench_sink import result_messages
-from pipeline.sink import INSERT_SETTINGS, RESULT_COLUMNS, RESULTS_TABLE, SinkWriter, result_row
+from pipeline.sink import (
+    INSERT_SETTINGS,
+    RESULT_COLUMNS,
+    RESULTS_TABLE,
+    SinkWriter,
+    insert_result_messages,
+    result_row,
+)
+from tests.integration.test_sink_poison import TOPICS, db, messages, opened  # noqa: F401
 from topics.codec import encode
 from topics.errors import RetryableError
-from topics.names import Topics
 from topics.schemas import ChatMessage, Query, Result, Step, Timings
 
 pytestmark = pytest.mark.integration
 
-TOPICS = Topics("j.")
 PYTHON_TABLE = "python_path.results"
 ROWS = "SELECT * EXCEPT inserted_at FROM {table} ORDER BY query_id"
-
-
-class Message:
-    def __init__(self, value: bytes, offset: int) -> None:
-        self._value, self._offset = value, offset
-
-    def topic(self) -> str:
-        return TOPICS.results
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return 1, 1_700_000_000_000
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    client = connect(f"chdb://{tmp_path / 'clickhouse'}")
-    migrate(client)
-    client.command("CREATE DATABASE python_path")
-    client.command(f"CREATE TABLE {PYTHON_TABLE} AS {RESULTS_TABLE}")
-    yield Database(client)
-    client.close()
 
 
 def edge_cases() -> list[Result]:
@@ -88,16 +59,18 @@ def edge_cases() -> list[Result]:
     ]
 
 
-def rows(db: Database, table: str) -> list[tuple[Any, ...]]:
-    return db.query(ROWS.format(table=table))[1]
+def rows(database: Database, table: str) -> list[tuple[Any, ...]]:
+    return database.query(ROWS.format(table=table))[1]
 
 
-def test_the_engine_stores_exactly_the_rows_result_row_makes(db: Database) -> None:
+def test_the_engine_stores_exactly_the_rows_result_row_makes(db: Database) -> None:  # noqa: F811
     results = result_messages(3000, seed=7) + edge_cases()
     writer = SinkWriter(db, TOPICS)
     assert writer.engine_parses
-    writer([Message(encode(r), i) for i, r in enumerate(results)])
+    writer(messages(results))
     assert writer.dead_lettered == 0
+    db.command("CREATE DATABASE python_path")
+    db.command(f"CREATE TABLE {PYTHON_TABLE} AS {RESULTS_TABLE}")
     db.insert(PYTHON_TABLE, [result_row(r) for r in results], RESULT_COLUMNS, INSERT_SETTINGS)
     engine, python = rows(db, RESULTS_TABLE), rows(db, PYTHON_TABLE)
     assert len(engine) == len(results)
@@ -110,24 +83,23 @@ def test_the_engine_stores_exactly_the_rows_result_row_makes(db: Database) -> No
                           "o": '{"k":[1,2.5]}', "u": 'ünï "q"'}
 
 
-def test_a_value_only_the_engine_sees_is_refused_not_wrapped(db: Database) -> None:
+def test_a_value_only_the_engine_sees_is_refused_not_wrapped(db: Database) -> None:  # noqa: F811
     good = encode(Result("good", "acme", "llm", submitted_at=1.7e9))
     for field, value in (("prompt_tokens", -1), ("completion_tokens", 2**32 + 5),
                          ("cost_usd", 1e12), ("attempts", -3)):
         bad = good.replace(b'"query_id":"good"', f'"query_id":"bad","{field}":{value}'.encode())
         with pytest.raises(RowsRefused):
-            db.insert_json(RESULTS_TABLE, RESULT_COLUMNS, sink_json.SELECT, sink_json.STRUCTURE,
-                           good + b"\n" + bad, {**INSERT_SETTINGS, **sink_json.SETTINGS})
+            insert_result_messages(db, RESULTS_TABLE, [good, bad])
     assert db.query("SELECT count() FROM pointsman.results WHERE query_id = 'bad'")[1] == [(0,)]
 
 
 def test_a_batch_file_that_cannot_be_written_is_retried_not_dead_lettered(
-        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # as a full /tmp would fail
     writer = SinkWriter(db, TOPICS)
     with pytest.raises(RetryableError, match="cannot write the insert's batch file"):
-        writer([Message(encode(Result("r", "acme", "llm", submitted_at=1.7e9)), 0)])
+        writer(messages([Result("r", "acme", "llm", submitted_at=1.7e9)]))
     assert writer.dead_lettered == 0
     monkeypatch.undo()
-    writer([Message(encode(Result("r", "acme", "llm", submitted_at=1.7e9)), 0)])  # the retry
+    writer(messages([Result("r", "acme", "llm", submitted_at=1.7e9)]))  # the retry
     assert db.query("SELECT count() FROM pointsman.results")[1] == [(1,)]
