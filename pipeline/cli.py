@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--method", choices=["nbits", "q4", "w8a8"], default="nbits",
                           help="nbits: int8 weights (the shipped form); q4: 4-bit on a Q4_1 GGUF's own grid; "
                           "w8a8: SmoothQuant, int8 activations too")
+    quantize.add_argument("--block-size", type=int, choices=[16, 32, 64, 128, 256], default=None,
+                          help="nbits: weights (and int8-compute activations) per block of this many "
+                          "(default 32, the GGUF's Q8_0 grid)")
     models = sub.add_parser("models", help="prepare the bundled SLM")
     models.add_argument("action", choices=["prepare"])
     models.add_argument("--fp32", action="store_true", help="skip int8 quantisation")
@@ -233,7 +236,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             return run_label_slm(commands.console, config.slm_model, sets=sets, limit=args.limit,
                                  out=args.out or LABELS_FILE, threads=config.slm_threads)
         case "quantize":
-            return commands.quantize(args.src, args.dst, method=args.method)
+            return commands.quantize(args.src, args.dst, method=args.method, block_size=args.block_size)
         case "models":
             commands.prepare_model(config, quantize=not args.fp32, force=args.force)
     return 0

@@ -273,7 +273,7 @@ def bench_slm(config: Config, *, batches: tuple[int, ...], tokens: int, threads:
                          threads=threads, as_json=as_json, console=console)
 
 
-def quantize(src: Path, dst: Path, *, method: str = "nbits") -> int:
+def quantize(src: Path, dst: Path, *, method: str = "nbits", block_size: int | None = None) -> int:
     from workers.slm.quantize import run_quantize
 
-    return run_quantize(src, dst, console, method=method)
+    return run_quantize(src, dst, console, method=method, block_size=block_size)

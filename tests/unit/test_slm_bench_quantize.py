@@ -75,6 +75,19 @@ def test_a_model_that_cannot_reach_its_target_is_never_written(
     assert not [p for p in tmp_path.rglob("model.onnx*")]  # no candidate left behind either
 
 
+def test_block_size_sets_the_nbits_blocks(dirs: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    fp32, _, _ = dirs
+    report = quantize_dir(fp32, tmp_path / "b64", tokens=6, fallback_parts=[], target=0.0, block_size=64,
+                          steps=QUIET)
+    assert report["quantization"]["block_size"] == 64
+    graph = onnx.load(str(tmp_path / "b64" / "model.onnx"), load_external_data=False).graph
+    blocks = {a.i for n in graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "block_size"}
+    assert blocks == {64}
+    with pytest.raises(ConfigError, match="--block-size is for the nbits method"):
+        quantize_dir(fp32, tmp_path / "w", tokens=6, method="w8a8", block_size=64, steps=QUIET)
+
+
 def measure_rows(int8: Path, fp32: Path) -> list[dict]:
     from dataclasses import asdict
 
@@ -160,9 +173,12 @@ def test_kernel_bench_times_the_models_weight_matmuls(dirs: tuple[Path, Path, di
     for r, a in zip(ref, approx, strict=True):
         assert np.abs(r - a).max() < 0.05 * np.abs(r).max()
     rows = bench_kernels(fp32 / "model.onnx", batches=(1, 2), threads=1, runs=2, repeats=1)
-    kinds = ["fp32", "int8", "int4", "int8"]
+    kinds = ["fp32", "int8", "int8", "int4", "int8"]
     assert [(r.batch, r.kernel.split()[0]) for r in rows] == [(b, k) for b in (1, 2) for k in kinds]
     assert all(r.ms > 0 for r in rows) and rows[0].vs_fp32 == 1.0
+    # the rest of the step is shared, so a whole step gains less than its MatMuls alone
+    assert all(0 < r.step_ceiling <= max(r.vs_fp32, 1.0) + 0.01 for r in rows)
+    assert all(r.step_ceiling <= 1.0 for r in rows if r.kernel.startswith("fp32"))
     console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
     assert run_bench_kernels(tmp_path, batches=(1,), threads=1, as_json=False, console=console) == 2
     console.file.close()

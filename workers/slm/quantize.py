@@ -82,8 +82,11 @@ def _copy_side_files(src: Path, dst: Path, name: str | None = None) -> None:
 Build = Callable[[Sequence[str], Path], None]  # (MatMuls in the fallback form, model dir) -> model.onnx
 
 
-def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, dict[str, Any]]:
+def _builder(method: str, src_engine: SlmEngine, threads: int,
+             block_size: int | None = None) -> tuple[Build, dict[str, Any]]:
     """How to write DST's model.onnx with some MatMuls in the fallback form, and the settings."""
+    if block_size is not None and method != "nbits":
+        raise ConfigError(f"quantize: --block-size is for the nbits method, not {method}")
     if method == "w8a8":
         smoothed = smoothed_model(src_engine, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
 
@@ -113,11 +116,14 @@ def _builder(method: str, src_engine: SlmEngine, threads: int) -> tuple[Build, d
         return q4, {"method": "q4", "weights": "4 bits on the GGUF's Q4_1 grid, its offsets in fp32",
                     "fallback": "nbits", **INT4_SETTINGS}
 
+    settings = {**INT8_SETTINGS, "block_size": block_size or INT8_SETTINGS["block_size"]}
+
     def nbits(exclude: Sequence[str], dst: Path) -> None:
-        model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude)
+        model = quantize_int8(onnx.ModelProto.FromString(source.SerializeToString()), exclude=exclude,
+                              settings=settings)
         save_model(model, dst / "model.onnx")
 
-    return nbits, {"method": "nbits", "fallback": "fp32", **INT8_SETTINGS}
+    return nbits, {"method": "nbits", "fallback": "fp32", **settings}
 
 
 class _Judge:
@@ -171,6 +177,7 @@ def quantize_dir(
     fallback_parts: Sequence[str] | None = None,
     model_name: str | None = None,
     steps: Steps | None = None,
+    block_size: int | None = None,
 ) -> dict[str, Any]:
     """Quantise SRC into DST (see the module doc); returns the measurements.
 
@@ -191,7 +198,7 @@ def quantize_dir(
     started = time.monotonic()
     if method == "w8a8":
         steps.stage("calibrating (SmoothQuant scales from the fp32 model)")
-    build, settings = _builder(method, src_engine, threads)
+    build, settings = _builder(method, src_engine, threads, block_size)
     if method == "w8a8":
         steps.step("done")
     fallback = settings["fallback"]
@@ -305,11 +312,13 @@ def quantize_dir(
     return report
 
 
-def run_quantize(src: Path, dst: Path, console: Any, *, method: str = "nbits", threads: int = 2) -> int:
+def run_quantize(src: Path, dst: Path, console: Any, *, method: str = "nbits", threads: int = 2,
+                 block_size: int | None = None) -> int:
     """CLI entry: quantise, print size / speed / agreement; exit code."""
     try:
         with Steps(console) as steps:
-            report = quantize_dir(src, dst, method=method, threads=threads, steps=steps)
+            report = quantize_dir(src, dst, method=method, threads=threads, steps=steps,
+                                  block_size=block_size)
     except ConfigError as exc:
         console.print(f"[red]quantize failed:[/red] {exc}")
         return 2
