@@ -3,7 +3,7 @@
 Every weight MatMul of the fp32 model (the projections of all layers and the LM head: the
 same shapes and the same bytes to stream per step as a real decode step), with random
 weights, as one graph per kernel: fp32 MatMul (MLAS SGEMM), weight-only int8 (MatMulNBits,
-quantize_int8's settings: the shipped form), the same at 4 bits (for comparison) and
+quantize_int8's settings: the shipped form), the same with blocks of 64 and at 4 bits, and
 per-column int8 DynamicQuantizeMatMul (MLAS u8s8 QGEMM, the w8a8 form). Attention, norms and
 token choice are identical in both precisions, so the whole-model int8/fp32 ratio at a batch
 size cannot exceed the MatMul-only ratio of the kernel the model uses.

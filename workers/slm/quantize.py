@@ -1,8 +1,8 @@
 """`pointsman quantize SRC DST`: an int8 copy of a model directory, checked against SRC.
 
 Two methods, both onnxruntime's quantisation tools:
-  nbits (default)  weight-only int8 (MatMulNBits, block 32, int8 compute on block-quantised
-                   activations): the closest to SRC.
+  nbits (default)  weight-only int8 (MatMulNBits, block 32 or `block_size`, int8 compute on
+                   block-quantised activations): the closest to SRC.
   w8a8             SmoothQuant (smooth.py), then per-column int8 weights with per-tensor dynamic
                    int8 activations (DynamicQuantizeMatMul): faster at batch 8-32, less close.
 Every MatMul with a constant weight is quantised. If teacher-forced greedy agreement with SRC on
