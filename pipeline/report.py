@@ -80,6 +80,8 @@ ORDER BY letters DESC, kind
 LIMIT 20
 """
 
+NEAR_MISS = "semantic_near_miss"  # a judged route that served nothing (topics/schemas.py)
+
 # shadow evaluations (topics/shadow.py): per served route and tenant, how far the served answers
 # agree with the LLM's (score in [0, 1]), and what the shadow calls cost: never serving cost
 EVALUATIONS_SQL = """
@@ -199,3 +201,6 @@ def render_evaluations(rows: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
     shadow = sum(float(row["shadow_cost_usd"]) for row in rows)
     console.print(f"shadow calls cost ${shadow:.6f}, counted apart: not part of the serving cost above")
+    if any(row["route"] == NEAR_MISS for row in rows):
+        console.print(f"{NEAR_MISS}: explored near misses of the semantic cache, answered fresh; "
+                      "the cached answer was judged, never served")
