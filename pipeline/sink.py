@@ -286,9 +286,13 @@ def prompt_values(query: Query | None) -> list[Any]:
 def evaluation_row(e: Evaluation) -> list[Any]:
     # a score outside [0, 1] (or NaN) is a judge's bug; stored clamped, so the mean stays a mean
     score = min(1.0, max(0.0, e.score)) if e.score == e.score else 0.0
+    costs = {"served_cost_usd": e.served_cost_usd, "shadow_cost_usd": e.shadow_cost_usd,
+             "judge_cost_usd": e.judge_cost_usd}
+    if not all(-MAX_USD < v < MAX_USD for v in costs.values()):
+        _refuse(costs, lambda v: -MAX_USD < v < MAX_USD, "under a billion dollars")
     return [
         e.query_id, e.tenant, e.route, e.judge, score, e.fingerprint, e.served_model,
-        e.shadow_model, e.served_cost_usd, e.shadow_cost_usd, e.judge_cost_usd,
+        e.shadow_model, *map(usd, costs.values()),
         e.shadow_prompt_tokens, e.shadow_completion_tokens, e.confidence, e.similarity,
         e.source_query_id, e.question, e.served_answer, e.shadow_answer,
         _time(e.submitted_at or e.evaluated_at), _time(e.evaluated_at),

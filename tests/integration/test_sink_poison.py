@@ -222,7 +222,7 @@ def test_a_database_made_by_001_upgrades_in_place_without_loss(opened: Opener, t
                                         "003_results_key_with_fingerprint.sql",
                                         "004_counterfactual_cost.sql", "005_evaluations.sql",
                                         "006_lanes_jobs_prompts.sql", "007_rollup_from_final.sql",
-                                        "008_decisions_upstreams_decimal_cost.sql"]
+                                        *MIGRATIONS_FROM_008]
     assert migrate(database.client) == []  # a second run is a no-op
     after = database.query("SELECT query_id, answer, submitted_at, inserted_at "
                            "FROM pointsman.results ORDER BY query_id")[1]
@@ -248,6 +248,8 @@ def refresh_rollup(database: Database) -> None:
     database.command("SYSTEM REFRESH VIEW pointsman.results_per_minute_mv")
     database.command("SYSTEM WAIT VIEW pointsman.results_per_minute_mv")
 
+
+MIGRATIONS_FROM_008 = ["008_decisions_upstreams_decimal_cost.sql", "009_evaluations_decimal_cost.sql"]
 
 # the results columns that 008 and 006_lanes_jobs_prompts.sql add, and those before them and 004
 COLUMNS_008 = ("policy", "score", "threshold", "upstream", "attempts", "trail")
@@ -288,7 +290,7 @@ def test_a_database_at_003_gains_the_cost_columns_in_place_without_loss(
     assert migrate(database.client, upto) == ["004_counterfactual_cost.sql", "005_evaluations.sql",
                                               "006_lanes_jobs_prompts.sql", upto]
     assert database.query(every)[1] == before  # every old row, every value, untouched
-    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    assert migrate(database.client) == MIGRATIONS_FROM_008
     assert database.query("SELECT count(), sum(all_llm_cost_usd), sum(slm_cost_usd) "
                           "FROM pointsman.results")[1] == [(20, 0.0, 0.0)]  # old rows: unknown
     # new rows land with both columns, and the per-minute rollup sums the counterfactual
@@ -345,7 +347,7 @@ def test_a_database_at_005_gains_lanes_jobs_and_prompts_in_place_without_loss(
     database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '006'")
     assert migrate(database.client, upto) == ["006_lanes_jobs_prompts.sql", upto]
     assert database.query(every)[1] == before  # every old row, every value, untouched
-    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    assert migrate(database.client) == MIGRATIONS_FROM_008
     assert database.query(  # old rows read as live traffic of no job, their prompt unknown
         "SELECT DISTINCT lane, job, prompt, messages, max_tokens, length(metadata) "
         "FROM pointsman.results")[1] == [("live", "", "", "", 0, 0)]
@@ -459,14 +461,14 @@ def test_a_database_at_007_is_rebuilt_with_decimal_costs_and_the_new_columns_wit
     floats = database.query(money)[1]
     assert floats[0][0] == 0.1 + 0.2 and floats[0][-1] != 12.3  # the noise 008 takes out
 
-    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    assert migrate(database.client) == MIGRATIONS_FROM_008
     # a crash after the swap, before the old table was dropped, then the rerun: the old table
     # is left under the copy's name (here with a row that must not come back)
     database.command("CREATE TABLE pointsman.results_rebuild AS pointsman.results")
     database.command("INSERT INTO pointsman.results_rebuild (query_id, submitted_at, completed_at) "
                      "VALUES ('stale', now64(3), now64(3))")
     database.command("DELETE FROM pointsman.schema_migrations WHERE name >= '008'")
-    assert migrate(database.client) == ["008_decisions_upstreams_decimal_cost.sql"]
+    assert migrate(database.client) == MIGRATIONS_FROM_008
     assert migrate(database.client) == []
 
     assert database.query(every)[1] == before  # every other value of every old row, untouched
