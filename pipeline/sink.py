@@ -233,15 +233,19 @@ def check_result(r: Result) -> int:
         raise ValueError(f"attempts {r.attempts} is out of range (0 or more)")
     if not (-MAX_USD < r.cost_usd < MAX_USD and -MAX_USD < r.all_llm_cost_usd < MAX_USD
             and -MAX_USD < r.slm_cost_usd < MAX_USD):
-        _refuse({"cost_usd": r.cost_usd, "all_llm_cost_usd": r.all_llm_cost_usd,
-                 "slm_cost_usd": r.slm_cost_usd}, lambda v: -MAX_USD < v < MAX_USD,
-                "under a billion dollars")
+        _refuse_usd({"cost_usd": r.cost_usd, "all_llm_cost_usd": r.all_llm_cost_usd,
+                     "slm_cost_usd": r.slm_cost_usd})
     return _day_month(int(r.submitted_at // DAY_S))
 
 
 def _refuse(values: dict[str, float], fits: Callable[[float], bool], allowed: str) -> NoReturn:
     name, value = next((n, v) for n, v in values.items() if not fits(v))
     raise ValueError(f"{name} {value} is out of range ({allowed})")
+
+
+def _refuse_usd(costs: dict[str, float]) -> NoReturn:
+    """For costs of which one does not fit a Decimal(18, 9) column."""
+    _refuse(costs, lambda v: -MAX_USD < v < MAX_USD, "under a billion dollars")
 
 
 def usd(amount: float) -> Decimal:
@@ -289,7 +293,7 @@ def evaluation_row(e: Evaluation) -> list[Any]:
     costs = {"served_cost_usd": e.served_cost_usd, "shadow_cost_usd": e.shadow_cost_usd,
              "judge_cost_usd": e.judge_cost_usd}
     if not all(-MAX_USD < v < MAX_USD for v in costs.values()):
-        _refuse(costs, lambda v: -MAX_USD < v < MAX_USD, "under a billion dollars")
+        _refuse_usd(costs)
     return [
         e.query_id, e.tenant, e.route, e.judge, score, e.fingerprint, e.served_model,
         e.shadow_model, *map(usd, costs.values()),

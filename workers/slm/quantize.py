@@ -85,8 +85,6 @@ Build = Callable[[Sequence[str], Path], None]  # (MatMuls in the fallback form, 
 def _builder(method: str, src_engine: SlmEngine, threads: int,
              block_size: int | None = None) -> tuple[Build, dict[str, Any]]:
     """How to write DST's model.onnx with some MatMuls in the fallback form, and the settings."""
-    if block_size is not None and method != "nbits":
-        raise ConfigError(f"quantize: --block-size is for the nbits method, not {method}")
     if method == "w8a8":
         smoothed = smoothed_model(src_engine, alpha=W8A8_ALPHA, threads=threads)  # calibrated once
 
@@ -191,6 +189,8 @@ def quantize_dir(
         raise ConfigError("quantize: DST must differ from SRC")
     if (dst / "model.onnx").exists():
         raise ConfigError(f"quantize: {dst} already holds a model; remove it or pick another DST")
+    if block_size is not None and method != "nbits":
+        raise ConfigError(f"quantize: --block-size is for the nbits method, not {method}")
     src_engine = SlmEngine(src, threads=threads)  # validates the directory, the graph, the tokenizer
     parts = weight_matmuls(onnx.load(str(src / "model.onnx"), load_external_data=False))
     if not parts:
