@@ -80,23 +80,49 @@ def fit_outcomes(outcomes: Sequence[Outcome], embedder: Embedder, l2_choice: flo
     return GatedModel(final.choice, final.open, final.quantiles, curves, exponent), oof
 
 
+def saved_length(keys: np.ndarray, texts: Sequence[str], slm: np.ndarray, strong: np.ndarray,
+                 mask: np.ndarray, target: float = 0.95) -> float:
+    """Prompt length (a proxy for LLM cost) the head over `mask` sends to the SLM at `target`."""
+    if not mask.any():
+        return 0.0
+    length = np.array([len(t) for t, m in zip(texts, mask, strict=True) if m], np.float64)
+    _, share, _ = QualityCurve.fit(keys[mask], slm[mask], strong[mask]).point_for(target)
+    order = np.argsort(keys[mask], kind="stable")
+    return float(length[order][:round(share * mask.sum())].sum())
+
+
 def best_cost_exponent(oof: np.ndarray, texts: Sequence[str], slm: np.ndarray, strong: np.ndarray,
                        gate: np.ndarray, target: float = 0.95) -> float:
-    """The exponent (of EXPONENTS) whose out-of-fold ranking saves the most prompt length, a proxy
-    for LLM cost, at `target` quality in each head."""
-    length = np.array([len(t) for t in texts], np.float64)
-
+    """The exponent (of EXPONENTS) whose out-of-fold ranking saves the most prompt length at
+    `target` quality in each head."""
     def saved(exponent: float) -> float:
         keys = routing_keys(oof, texts, exponent)
-        total = 0.0
-        for mask in (gate, ~gate):
-            if mask.any():
-                _, share, _ = QualityCurve.fit(keys[mask], slm[mask], strong[mask]).point_for(target)
-                order = np.argsort(keys[mask], kind="stable")
-                total += length[mask][order][:round(share * mask.sum())].sum()
-        return total
+        return sum(saved_length(keys, texts, slm, strong, mask, target) for mask in (gate, ~gate))
 
     return max(EXPONENTS, key=saved)  # the first on ties: 0, no weighting
+
+
+def oof_cost_cuts(model: GatedModel, oof: np.ndarray, outcomes: Sequence[Outcome],
+                  target: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Per head, (the router's, a perfect router's) cut of prompt length at `target` quality on
+    out-of-fold scores: how much of the oracle's saving the learned ranking can reach, before any
+    held-out run. The SLM is counted free; a perfect router knows both outcomes."""
+    from pipeline.eval.pipeline_score import oracle_cost
+
+    texts = [o.text for o in outcomes]
+    slm = np.array([o.slm_ok for o in outcomes])
+    strong = np.array([o.strong_ok for o in outcomes])
+    gate = np.array([multiple_choice(t) for t in texts], bool)
+    keys = routing_keys(oof, texts, model.cost_exponent)
+    cuts = {}
+    for head, mask in zip(HEADS, (gate, ~gate), strict=True):
+        length = np.array([len(t) for t, m in zip(texts, mask, strict=True) if m], np.float64)
+        if length.size:
+            ours = saved_length(keys, texts, slm, strong, mask, target) / length.sum()
+            free = np.zeros_like(length)
+            perfect = oracle_cost(slm[mask] >= 0.5, strong[mask] >= 0.5, free, length, target)
+            cuts[head] = (ours, 1.0 - perfect / length.sum())
+    return cuts
 
 
 def main() -> None:
@@ -107,7 +133,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=MODEL_FILE)
     args = parser.parse_args()
     outcomes = outcomes_from_labels(read_labels(args.labels))
-    model, _ = fit_outcomes(outcomes, StaticEmbedder())
+    model, oof = fit_outcomes(outcomes, StaticEmbedder())
     model.save(args.out)
     print(f"trained on {len(outcomes)} labelled outcomes of our SLM; wrote {args.out}")
     print(f"  routing key: score / length**{model.cost_exponent:g}")
@@ -115,6 +141,9 @@ def main() -> None:
         threshold, share, ratio = curve.point_for(0.95)
         print(f"  {head} head: quality target 0.95 -> threshold {threshold:.3f}, "
               f"slm share {share:.1%} (quality {ratio:.1%} of all-LLM, out of fold)")
+    for head, (ours, perfect) in oof_cost_cuts(model, oof, outcomes).items():
+        print(f"  {head} head: prompt length cut at 0.95, out of fold: {ours:.1%}, a perfect router's "
+              f"{perfect:.1%} ({ours / perfect:.0%} of it)" if perfect > 0 else f"  {head} head: no saving")
 
 
 if __name__ == "__main__":

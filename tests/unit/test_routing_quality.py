@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.routing.grounded import Outcome, fit_outcomes, folds_of
+from pipeline.routing.grounded import Outcome, fit_outcomes, folds_of, oof_cost_cuts
 from pipeline.routing.policy import LearnedPolicy
 from pipeline.routing.quality import QualityCurve
 from pipeline.routing.scorer import DifficultyScorer, load_model
@@ -55,6 +55,21 @@ def test_grounded_router_learns_where_the_slm_fails_and_meets_its_target_out_of_
     for curve in model.curves.values():
         _, share, ratio = curve.point_for(0.95)
         assert ratio >= 0.95 and share > 0.3  # easy prompts (2/3 of them) can go to the SLM
+
+
+def test_out_of_fold_cost_cut_reaches_the_oracles_only_with_a_perfect_ranking():
+    outcomes = _outcomes()
+    model, _ = fit_outcomes(outcomes, StaticEmbedder())
+    loss = np.array([o.strong_ok - o.slm_ok for o in outcomes])  # what routing a prompt to the SLM costs
+    perfect = oof_cost_cuts(model, loss, outcomes)
+    reversed_ = oof_cost_cuts(model, -loss, outcomes)
+    assert set(perfect) == {"choice", "open"}
+    for head, (ours, oracle) in perfect.items():
+        assert 0.3 < oracle <= 1.0
+        # ranked by the true loss the router misses only the oracle's length-aware give-ups
+        assert ours > 0.8 * oracle, head
+        assert reversed_[head][0] < 0.2 * oracle, head  # ranked backwards it keeps little
+        assert reversed_[head][1] == oracle  # the oracle does not depend on the scores
 
 
 def test_folds_keep_a_group_together_and_split_a_single_set_by_prompt():
