@@ -31,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from infra.machine import cpu_model, int8_isa
 from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set, sample
 from topics.errors import PermanentError
 from workers.slm.weights import model_checksum
@@ -54,6 +55,21 @@ def read_labels(path: Path = LABELS_FILE) -> list[dict[str, Any]]:
         return []
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def this_machine() -> str:
+    import os
+
+    return f"{cpu_model()} ({int8_isa()}), {os.cpu_count()} CPUs"
+
+
+def other_machines(out: Path) -> set[str]:
+    """Machines of the earlier runs that wrote `out` (by its provenance) with another int8
+    instruction set than this one: onnxruntime's kernels differ by it, and so do a few answers."""
+    path = out.with_suffix("").with_suffix(".json")
+    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    here = f"({int8_isa()})"
+    return {m for r in runs if (m := r.get("machine")) and here not in m}
 
 
 def labelled_prompt(row: dict[str, Any]) -> LabelledPrompt:
@@ -108,6 +124,11 @@ def run_label_slm(console: Console, model_dir: Path, *, sets: Sequence[str] = SE
                 done.add(key)
                 todo.append(prompt)
     todo.sort(key=lambda p: (p.max_tokens, len(p.text)))  # like lengths batch with little padding
+    if todo and (others := other_machines(out)):
+        console.print(f"[yellow]note: {out.name} was begun on {', '.join(sorted(others))}; this CPU "
+                      f"({int8_isa()}) gives some answers differently (measured: 4% of MMLU labels, "
+                      f"BENCHMARKS.md), so the file will mix two machines' labels. Use --out for a new one."
+                      "[/yellow]")
     console.print(f"labelling {len(todo)} prompts with {model_dir.name} "
                   f"({len(done) - len(todo)} already in {out.name})")
     engine = SlmEngine(model_dir, threads=threads)
@@ -149,13 +170,13 @@ def write_provenance(out: Path, rows: list[dict[str, Any]], model_dir: Path, eng
     path = out.with_suffix("").with_suffix(".json")
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
     runs.append({"command": " ".join(["pointsman", *sys.argv[1:]]), "seconds": round(seconds, 1),
-                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": this_machine()})
     provenance = {
         "model": model_dir.name, "model_sha256": model_checksum(model_dir), "quantize": recipe,
         "engine": {"name": engine.model_name, "decoding": "greedy", "batch": batch, "threads": threads},
         "versions": {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
                      "python": platform.python_version()},
-        "machine": platform.machine(), "sets": sets, "runs": runs,
+        "machine": this_machine(), "sets": sets, "runs": runs,
     }
     path.write_text(json.dumps(provenance, indent=1) + "\n")
     return provenance

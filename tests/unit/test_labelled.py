@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.eval.datasets import ROUTELLM_DIR
-from pipeline.eval.label_slm import LABELS_FILE, label_rows, read_labels, run_label_slm
+from pipeline.eval.label_slm import (
+    LABELS_FILE,
+    label_rows,
+    other_machines,
+    read_labels,
+    run_label_slm,
+    this_machine,
+)
 from pipeline.eval.labelled import (
     LabelledPrompt,
     answer_letter,
@@ -121,3 +128,12 @@ def test_the_labeller_records_the_real_models_answers_and_resumes(tiny_model: Pa
     assert all(r["slm_correct"] is False for r in labelled if r["finish_reason"] == "refused")
     provenance = json.loads(out.with_suffix("").with_suffix(".json").read_text())
     assert provenance["sets"]["mmlu"]["prompts"] == 3 and len(provenance["runs"]) == 2
+    assert all(run["machine"] == this_machine() for run in provenance["runs"])
+    assert other_machines(out) == set()
+    # a file begun on a CPU with other int8 kernels: resuming it here says the labels would mix
+    provenance["runs"][0]["machine"] = "Some CPU (a different ISA), 2 CPUs"
+    out.with_suffix("").with_suffix(".json").write_text(json.dumps(provenance))
+    assert other_machines(out) == {"Some CPU (a different ISA), 2 CPUs"}
+    console = Console(record=True, width=400)
+    assert run_label_slm(console, tiny_model, sets=("mmlu",), limit=4, out=out, threads=1) == 0
+    assert "begun on Some CPU (a different ISA)" in console.export_text()
