@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -58,8 +59,6 @@ def read_labels(path: Path = LABELS_FILE) -> list[dict[str, Any]]:
 
 
 def this_machine() -> str:
-    import os
-
     return f"{cpu_model()} ({int8_isa()}), {os.cpu_count()} CPUs"
 
 
