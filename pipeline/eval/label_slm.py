@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -32,9 +31,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from infra.machine import cpu_model, int8_isa
+from infra.machine import int8_isa
 from pipeline.eval.labelled import LabelledPrompt, is_correct, labelled_set, sample
 from topics.errors import PermanentError
+from workers.slm.bench import machine
 from workers.slm.weights import model_checksum
 
 LABELS_FILE = Path(__file__).resolve().parents[1] / "routing" / "data" / "slm_labels.jsonl.gz"
@@ -58,17 +58,20 @@ def read_labels(path: Path = LABELS_FILE) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def this_machine() -> str:
-    return f"{cpu_model()} ({int8_isa()}), {os.cpu_count()} CPUs"
+def provenance_path(out: Path) -> Path:
+    return out.with_suffix("").with_suffix(".json")
+
+
+def earlier_runs(out: Path) -> list[dict[str, Any]]:
+    path = provenance_path(out)
+    return json.loads(path.read_text()).get("runs", []) if path.exists() else []
 
 
 def other_machines(out: Path) -> set[str]:
-    """Machines of the earlier runs that wrote `out` (by its provenance) with another int8
-    instruction set than this one: onnxruntime's kernels differ by it, and so do a few answers."""
-    path = out.with_suffix("").with_suffix(".json")
-    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    """Machines of the earlier runs that wrote `out` with another int8 instruction set than this
+    one: onnxruntime's kernels differ by it, and so do a few answers."""
     here = f"({int8_isa()})"
-    return {m for r in runs if (m := r.get("machine")) and here not in m}
+    return {m for r in earlier_runs(out) if (m := r.get("machine")) and here not in m}
 
 
 def labelled_prompt(row: dict[str, Any]) -> LabelledPrompt:
@@ -166,16 +169,16 @@ def write_provenance(out: Path, rows: list[dict[str, Any]], model_dir: Path, eng
     recipe = json.loads(quantize.read_text()) if quantize.exists() else None
     if recipe is not None and "source" in recipe:
         recipe["source"] = Path(recipe["source"]).name  # not this machine's paths
-    path = out.with_suffix("").with_suffix(".json")
-    runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    path = provenance_path(out)
+    runs = earlier_runs(out)
     runs.append({"command": " ".join(["pointsman", *sys.argv[1:]]), "seconds": round(seconds, 1),
-                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": this_machine()})
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()})
     provenance = {
         "model": model_dir.name, "model_sha256": model_checksum(model_dir), "quantize": recipe,
         "engine": {"name": engine.model_name, "decoding": "greedy", "batch": batch, "threads": threads},
         "versions": {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
                      "python": platform.python_version()},
-        "machine": this_machine(), "sets": sets, "runs": runs,
+        "machine": machine(), "sets": sets, "runs": runs,
     }
     path.write_text(json.dumps(provenance, indent=1) + "\n")
     return provenance

@@ -80,24 +80,29 @@ def fit_outcomes(outcomes: Sequence[Outcome], embedder: Embedder, l2_choice: flo
     return GatedModel(final.choice, final.open, final.quantiles, curves, exponent), oof
 
 
-def saved_length(keys: np.ndarray, texts: Sequence[str], slm: np.ndarray, strong: np.ndarray,
+def prompt_lengths(texts: Sequence[str]) -> np.ndarray:
+    return np.array([len(t) for t in texts], np.float64)
+
+
+def saved_length(keys: np.ndarray, length: np.ndarray, slm: np.ndarray, strong: np.ndarray,
                  mask: np.ndarray, target: float = 0.95) -> float:
     """Prompt length (a proxy for LLM cost) the head over `mask` sends to the SLM at `target`."""
     if not mask.any():
         return 0.0
-    length = np.array([len(t) for t, m in zip(texts, mask, strict=True) if m], np.float64)
     _, share, _ = QualityCurve.fit(keys[mask], slm[mask], strong[mask]).point_for(target)
     order = np.argsort(keys[mask], kind="stable")
-    return float(length[order][:round(share * mask.sum())].sum())
+    return float(length[mask][order][:round(share * mask.sum())].sum())
 
 
 def best_cost_exponent(oof: np.ndarray, texts: Sequence[str], slm: np.ndarray, strong: np.ndarray,
                        gate: np.ndarray, target: float = 0.95) -> float:
     """The exponent (of EXPONENTS) whose out-of-fold ranking saves the most prompt length at
     `target` quality in each head."""
+    length = prompt_lengths(texts)
+
     def saved(exponent: float) -> float:
         keys = routing_keys(oof, texts, exponent)
-        return sum(saved_length(keys, texts, slm, strong, mask, target) for mask in (gate, ~gate))
+        return sum(saved_length(keys, length, slm, strong, mask, target) for mask in (gate, ~gate))
 
     return max(EXPONENTS, key=saved)  # the first on ties: 0, no weighting
 
@@ -114,14 +119,15 @@ def oof_cost_cuts(model: GatedModel, oof: np.ndarray, outcomes: Sequence[Outcome
     strong = np.array([o.strong_ok for o in outcomes])
     gate = np.array([multiple_choice(t) for t in texts], bool)
     keys = routing_keys(oof, texts, model.cost_exponent)
+    length = prompt_lengths(texts)
     cuts = {}
     for head, mask in zip(HEADS, (gate, ~gate), strict=True):
-        length = np.array([len(t) for t, m in zip(texts, mask, strict=True) if m], np.float64)
-        if length.size:
-            ours = saved_length(keys, texts, slm, strong, mask, target) / length.sum()
-            free = np.zeros_like(length)
-            perfect = oracle_cost(slm[mask] >= 0.5, strong[mask] >= 0.5, free, length, target)
-            cuts[head] = (ours, 1.0 - perfect / length.sum())
+        if mask.any():
+            total = length[mask].sum()
+            ours = saved_length(keys, length, slm, strong, mask, target) / total
+            free = np.zeros(int(mask.sum()))
+            perfect = oracle_cost(slm[mask] >= 0.5, strong[mask] >= 0.5, free, length[mask], target)
+            cuts[head] = (ours, 1.0 - perfect / total)
     return cuts
 
 

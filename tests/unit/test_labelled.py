@@ -12,9 +12,9 @@ from pipeline.eval.label_slm import (
     LABELS_FILE,
     label_rows,
     other_machines,
+    provenance_path,
     read_labels,
     run_label_slm,
-    this_machine,
 )
 from pipeline.eval.labelled import (
     LabelledPrompt,
@@ -28,6 +28,7 @@ from pipeline.eval.labelled import (
     sample,
 )
 from pipeline.routing.train import gsm8k_split, split
+from workers.slm.bench import machine
 
 needs_data = pytest.mark.skipif(not (ROUTELLM_DIR / "gsm8k_responses.csv").exists(),
                                 reason="shared/data not present")
@@ -126,13 +127,13 @@ def test_the_labeller_records_the_real_models_answers_and_resumes(tiny_model: Pa
     assert len(labelled) == 3  # the second run found every prompt done
     # a prompt longer than the tiny model's context is labelled wrong (the worker escalates it)
     assert all(r["slm_correct"] is False for r in labelled if r["finish_reason"] == "refused")
-    provenance = json.loads(out.with_suffix("").with_suffix(".json").read_text())
+    provenance = json.loads(provenance_path(out).read_text())
     assert provenance["sets"]["mmlu"]["prompts"] == 3 and len(provenance["runs"]) == 2
-    assert all(run["machine"] == this_machine() for run in provenance["runs"])
+    assert all(run["machine"] == machine() for run in provenance["runs"])
     assert other_machines(out) == set()
     # a file begun on a CPU with other int8 kernels: resuming it here says the labels would mix
     provenance["runs"][0]["machine"] = "Some CPU (a different ISA), 2 CPUs"
-    out.with_suffix("").with_suffix(".json").write_text(json.dumps(provenance))
+    provenance_path(out).write_text(json.dumps(provenance))
     assert other_machines(out) == {"Some CPU (a different ISA), 2 CPUs"}
     console = Console(record=True, width=400)
     assert run_label_slm(console, tiny_model, sets=("mmlu",), limit=4, out=out, threads=1) == 0
